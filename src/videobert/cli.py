@@ -1,0 +1,122 @@
+"""The ``videobert`` command. Every subcommand is generated from the Python API function of the same name
+(its signature gives the arguments and defaults, its docstring's ``Args:`` section the help), so the CLI and
+the API cannot drift apart."""
+from __future__ import annotations
+
+import importlib
+import inspect
+import re
+import sys
+from typing import Any, Callable
+
+import typer
+
+from videobert._version import __version__
+
+# name -> "module:function". A stage is added here and nowhere else.
+COMMANDS: dict[str, str] = {
+    "synth": "videobert.data.synth:synth",
+    "ingest": "videobert.data.ingest:ingest",
+}
+
+app = typer.Typer(
+    name="videobert",
+    help="VideoBERT-style video-language learning: synth -> ingest -> extract -> vocab -> tokenize -> pretrain -> evaluate.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _docstring_args(doc: str) -> tuple[str, dict[str, str]]:
+    """Split a Google-style docstring into its summary and an ``{arg: help}`` map."""
+    doc = inspect.cleandoc(doc or "")
+    parts = re.split(r"^Args:\s*$", doc, maxsplit=1, flags=re.M)
+    summary = parts[0].strip()
+    helps: dict[str, str] = {}
+    if len(parts) == 2:
+        body = re.split(r"^(Returns|Raises|Yields|Example[s]?):\s*$", parts[1], maxsplit=1, flags=re.M)[0]
+        current = None
+        for line in body.splitlines():
+            m = re.match(r"^\s{0,8}(\w+)(\s*\([^)]*\))?:\s*(.*)$", line)
+            if m:
+                current = m.group(1)
+                helps[current] = m.group(3).strip()
+            elif current and line.strip():
+                helps[current] += " " + line.strip()
+    return summary, helps
+
+
+def _print_report(report: Any) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"videobert {report.stage}", show_header=False)
+    for k, v in report.rows():
+        table.add_row(k, v)
+    Console(stderr=False).print(table)
+
+
+def command_from_function(fn: Callable[..., Any], name: str) -> Callable[..., Any]:
+    """Wrap an API function as a typer command: positional parameters become arguments, keyword ones
+    options; help comes from the docstring. Errors a user can fix print one line and exit 2."""
+    summary, helps = _docstring_args(fn.__doc__ or "")
+    sig = inspect.signature(fn, eval_str=True)
+    params = []
+    for p in sig.parameters.values():
+        help_text = helps.get(p.name, "")
+        if p.default is inspect.Parameter.empty:
+            default = typer.Argument(..., help=help_text, show_default=False)
+        else:
+            default = typer.Option(p.default, help=help_text)
+        params.append(p.replace(default=default, kind=inspect.Parameter.POSITIONAL_OR_KEYWORD))
+
+    def run(**kwargs: Any) -> None:
+        from videobert.utils.errors import VideoBertError
+
+        try:
+            result = fn(**kwargs)
+        except VideoBertError as exc:
+            typer.secho(f"error: {exc}", fg="red", err=True)
+            raise typer.Exit(2) from None
+        if result is not None and hasattr(result, "rows"):
+            _print_report(result)
+            if not result.ok:
+                typer.secho(f"{result.failed} item(s) failed; see errors.jsonl", fg="yellow", err=True)
+                raise typer.Exit(1)
+
+    run.__signature__ = sig.replace(parameters=params, return_annotation=None)
+    run.__annotations__ = {p.name: p.annotation for p in params}
+    run.__doc__ = summary
+    run.__name__ = name
+    return run
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"videobert {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    """VideoBERT-style video-language learning."""
+
+
+def _load(target: str) -> Callable[..., Any]:
+    module, func = target.split(":")
+    return getattr(importlib.import_module(module), func)
+
+
+for _name, _target in COMMANDS.items():
+    app.command(name=_name)(command_from_function(_load(_target), _name))
+
+
+def main() -> None:
+    app(prog_name="videobert")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -111,7 +111,7 @@ def _load(target: str) -> Callable[..., Any]:
 
 
 for _name, _target in COMMANDS.items():
-    app.command(name=_name)(command_from_function(_load(_target), _name))
+    app.command(name=_name.replace("_", "-"))(command_from_function(_load(_target), _name))
 
 
 def main() -> None:

@@ -106,6 +106,14 @@ def _stream_fps(stream) -> Fraction:
     return Fraction(rate) if rate else Fraction(25)
 
 
+def _header_duration(container, stream) -> float | None:
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return container.duration / av.time_base
+    return None
+
+
 def probe(path: str | os.PathLike, verify: bool = True, stream_index: int = 0) -> VideoInfo:
     """Read a video's metadata. With ``verify`` every frame is decoded (no pixel conversion), which gives
     the exact frame count and duration and catches truncated or corrupt files before a long job meets
@@ -137,13 +145,13 @@ def probe(path: str | os.PathLike, verify: bool = True, stream_index: int = 0) -
             if declared and count < declared * 0.9 and declared - count > 2:
                 raise InputError(path, f"truncated video: header declares {declared} frames, only {count} decode")
             duration = float(last_t + 1 / fps) if last_t is not None else float(count / fps)
+            # Containers without a frame count (Matroska, WebM) still record a duration: a decoded span far
+            # short of it means the file was cut. The slack covers audio tracks that outlast the video.
+            header = _header_duration(container, stream)
+            if not declared and header and duration < header - max(1.0, 0.1 * header):
+                raise InputError(path, f"truncated video: header says {header:.2f}s, frames decode only up to {duration:.2f}s")
         else:
-            if stream.duration is not None and tb is not None:
-                duration = float(stream.duration * tb)
-            elif container.duration is not None:
-                duration = container.duration / av.time_base
-            else:
-                duration = 0.0
+            duration = _header_duration(container, stream) or 0.0
             count = declared or int(round(duration * fps))
             if duration <= 0 and count == 0:
                 raise InputError(path, "zero-length video: no duration and no frames in the header")

@@ -26,6 +26,10 @@ class InputError(VideoBertError):
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
 
+    def __reduce__(self):
+        # Worker processes send errors back pickled; the default reduce would call __init__ with one arg.
+        return (type(self), (self.path, self.problem))
+
 
 class ConfigError(VideoBertError, ValueError):
     """An invalid option or combination of options."""

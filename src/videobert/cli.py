@@ -32,7 +32,8 @@ def _docstring_args(doc: str) -> tuple[str, dict[str, str]]:
     """Split a Google-style docstring into its summary and an ``{arg: help}`` map."""
     doc = inspect.cleandoc(doc or "")
     parts = re.split(r"^Args:\s*$", doc, maxsplit=1, flags=re.M)
-    summary = parts[0].strip()
+    # Join wrapped lines inside a paragraph; blank lines still separate paragraphs in --help.
+    summary = re.sub(r"(?<!\n)\n(?!\n)", " ", parts[0].strip())
     helps: dict[str, str] = {}
     if len(parts) == 2:
         body = re.split(r"^(Returns|Raises|Yields|Example[s]?):\s*$", parts[1], maxsplit=1, flags=re.M)[0]

@@ -1,0 +1,231 @@
+"""VideoBERT configuration: a `BertConfig` whose vocabulary is WordPiece + `[>]` + visual words.
+
+Joint vocabulary layout (T = ``text_vocab_size``, V = ``visual_vocab_size``)::
+
+    id            token
+    [0, T)        the text checkpoint's WordPiece vocabulary, unchanged (so [CLS], [SEP], [MASK], [PAD] keep
+                  their ids and the text-only path is exactly the text BERT)
+    T             [>]        the separator between the text and the visual part (``visual_separator_token_id``)
+    T + 1 + v     [V{v}]     visual word v of the hierarchical k-means vocabulary, 0 <= v < V
+                             (``visual_token_offset`` = T + 1)
+
+    vocab_size = T + 1 + V
+
+The config also records the content hash of the visual vocabulary the model was trained with, so that a model is
+never used with visual tokens produced by a different k-means tree (same ids, different meaning).
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from huggingface_hub.dataclasses import strict
+from transformers import BertConfig
+
+from videobert.utils.errors import ConfigError
+
+if TYPE_CHECKING:
+    from videobert.tokenizer.hkmeans import VisualTokenizer
+
+# Labels of the linguistic–visual alignment head. The head is BERT's next-sentence head (see modeling.py), so
+# "aligned" takes BERT's "is next" index.
+ALIGNED = 0
+NOT_ALIGNED = 1
+
+# Fields of a text BERT config that describe the network and carry over unchanged into the joint model.
+_ARCHITECTURE_FIELDS = (
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+    "hidden_act",
+    "hidden_dropout_prob",
+    "attention_probs_dropout_prob",
+    "max_position_embeddings",
+    "type_vocab_size",
+    "initializer_range",
+    "layer_norm_eps",
+    "classifier_dropout",
+)
+
+
+@strict
+class VideoBertConfig(BertConfig):
+    r"""
+    Configuration of [`VideoBertModel`] and [`VideoBertForPreTraining`]. All `BertConfig` fields keep their
+    meaning; `vocab_size` is derived from the joint layout (module docstring) and may be omitted.
+
+    Args:
+        text_vocab_size (`int`, defaults to 30522):
+            Number of WordPiece ids, i.e. the text checkpoint's embedding rows. Ids `[0, text_vocab_size)` are text.
+        visual_vocab_size (`int`, defaults to 20736):
+            Number of visual words (`k ** depth` of the hierarchical k-means; the paper uses 12 ** 4).
+        visual_vocab_hash (`str`, *optional*):
+            `VisualTokenizer.content_hash` of the visual vocabulary; `None` when the model was built without one
+            (then only the vocabulary size is checked).
+        cls_token / sep_token / mask_token / pad_token (`str`):
+            The text tokenizer's special tokens, as strings.
+        cls_token_id / sep_token_id / mask_token_id / pad_token_id (`int`):
+            Their ids in the text tokenizer (they must lie in the text range).
+        visual_separator_token (`str`, defaults to `"[>]"`):
+            The token between the text and the visual part.
+        visual_separator_token_id (`int`, *optional*):
+            Always `text_vocab_size`; filled in when omitted and checked when given.
+    """
+
+    model_type = "videobert"
+
+    vocab_size: int | None = None
+    text_vocab_size: int = 30522
+    visual_vocab_size: int = 12**4
+    visual_vocab_hash: str | None = None
+    cls_token: str = "[CLS]"
+    cls_token_id: int = 101
+    sep_token: str = "[SEP]"
+    sep_token_id: int = 102
+    mask_token: str = "[MASK]"
+    mask_token_id: int = 103
+    pad_token: str = "[PAD]"
+    pad_token_id: int = 0
+    visual_separator_token: str = "[>]"
+    visual_separator_token_id: int | None = None
+
+    def __post_init__(self, **kwargs: Any) -> None:
+        # Checks raise ConfigError here rather than in `validate_*` methods, which `@strict` would re-wrap.
+        if self.text_vocab_size <= 0:
+            raise ConfigError(f"text_vocab_size must be positive, got {self.text_vocab_size}")
+        if self.visual_vocab_size <= 0:
+            raise ConfigError(f"visual_vocab_size must be positive, got {self.visual_vocab_size}")
+        joint_size = self.text_vocab_size + 1 + self.visual_vocab_size
+        if self.vocab_size is not None and self.vocab_size != joint_size:
+            raise ConfigError(
+                f"vocab_size={self.vocab_size} does not match the joint layout text_vocab_size + 1 + "
+                f"visual_vocab_size = {self.text_vocab_size} + 1 + {self.visual_vocab_size} = {joint_size}"
+            )
+        self.vocab_size = joint_size
+        if self.visual_separator_token_id is None:
+            self.visual_separator_token_id = self.text_vocab_size
+        elif self.visual_separator_token_id != self.text_vocab_size:
+            raise ConfigError(
+                f"visual_separator_token_id must be text_vocab_size ({self.text_vocab_size}), "
+                f"got {self.visual_separator_token_id}"
+            )
+        for name in ("cls_token_id", "sep_token_id", "mask_token_id", "pad_token_id"):
+            value = getattr(self, name)
+            if not 0 <= value < self.text_vocab_size:
+                raise ConfigError(f"{name}={value} is outside the text vocabulary [0, {self.text_vocab_size})")
+        if self.hidden_size % self.num_attention_heads != 0:
+            raise ConfigError(
+                f"hidden_size ({self.hidden_size}) must be divisible by num_attention_heads "
+                f"({self.num_attention_heads})"
+            )
+        if self.type_vocab_size < 2:
+            raise ConfigError(
+                f"type_vocab_size must be at least 2 (0 marks text, 1 the visual part), got {self.type_vocab_size}"
+            )
+        super().__post_init__(**kwargs)
+
+    @classmethod
+    def from_text_config(
+        cls,
+        text_config: BertConfig,
+        *,
+        visual_vocab_size: int,
+        visual_vocab_hash: str | None = None,
+        special_tokens: dict[str, tuple[str, int]] | None = None,
+        **kwargs: Any,
+    ) -> "VideoBertConfig":
+        """The joint config of a text BERT extended with `visual_vocab_size` visual words.
+
+        `special_tokens` maps a role (`"cls"`, `"sep"`, `"mask"`, `"pad"`) to the text tokenizer's (token, id);
+        roles left out keep the BERT defaults. `kwargs` override any other field (e.g. `attn_implementation`).
+        """
+        if text_config.model_type == cls.model_type:
+            raise ConfigError(
+                "this checkpoint is already a VideoBERT model; load it with VideoBertForPreTraining.from_pretrained"
+            )
+        if text_config.model_type != BertConfig.model_type:
+            raise ConfigError(f"VideoBERT extends a BERT checkpoint; got model_type {text_config.model_type!r}")
+        fields = {name: getattr(text_config, name) for name in _ARCHITECTURE_FIELDS}
+        for role, (token, token_id) in (special_tokens or {}).items():
+            fields[f"{role}_token"] = token
+            fields[f"{role}_token_id"] = token_id
+        return cls(
+            text_vocab_size=text_config.vocab_size,
+            visual_vocab_size=visual_vocab_size,
+            visual_vocab_hash=visual_vocab_hash,
+            **fields,
+            **kwargs,
+        )
+
+    @property
+    def visual_token_offset(self) -> int:
+        """Id of `[V0]`; visual word v has id `visual_token_offset + v`."""
+        return self.text_vocab_size + 1
+
+    @property
+    def special_tokens(self) -> dict[str, int]:
+        """Special token -> id, `[>]` included."""
+        return {
+            self.cls_token: self.cls_token_id,
+            self.sep_token: self.sep_token_id,
+            self.mask_token: self.mask_token_id,
+            self.pad_token: self.pad_token_id,
+            self.visual_separator_token: self.visual_separator_token_id,
+        }
+
+    def visual_token_to_id(self, visual_token: Any) -> Any:
+        """Joint id of visual word(s) `visual_token` (an int, a NumPy array or a tensor)."""
+        return visual_token + self.visual_token_offset
+
+    def id_to_visual_token(self, token_id: Any) -> Any:
+        """Visual word of joint id(s) `token_id`; only meaningful where `is_visual(token_id)`."""
+        return token_id - self.visual_token_offset
+
+    def is_visual(self, token_id: Any) -> Any:
+        """Whether joint id(s) `token_id` are visual words (elementwise for arrays and tensors)."""
+        return (token_id >= self.visual_token_offset) & (token_id < self.vocab_size)
+
+    def is_text(self, token_id: Any) -> Any:
+        """Whether joint id(s) `token_id` are WordPiece ids (special text tokens included, `[>]` excluded)."""
+        return (token_id >= 0) & (token_id < self.text_vocab_size)
+
+    def check_visual_tokenizer(self, visual_tokenizer: "VisualTokenizer", source: str | os.PathLike = "") -> None:
+        """Raise `ConfigError` unless `visual_tokenizer` is the vocabulary this config was built for.
+
+        `source` names where the visual tokenizer came from, for the message.
+        """
+        where = f" ({source})" if str(source) else ""
+        if visual_tokenizer.vocab_size != self.visual_vocab_size:
+            raise ConfigError(
+                f"visual vocabulary{where} has {visual_tokenizer.vocab_size} words but the model was built for "
+                f"{self.visual_vocab_size}"
+            )
+        if self.visual_vocab_hash is not None and visual_tokenizer.content_hash != self.visual_vocab_hash:
+            raise ConfigError(
+                f"visual vocabulary{where} has hash {visual_tokenizer.content_hash} but the model was trained with "
+                f"hash {self.visual_vocab_hash}; its visual token ids mean different clips. Re-tokenize with the "
+                "model's vocabulary (the `visual_vocab/` folder of the model directory) or retrain the model."
+            )
+
+
+def require_videobert_dir(path: str | os.PathLike) -> Path:
+    """Return `path` if it is a VideoBERT model directory, else raise a `ConfigError` that says what it is."""
+    path = Path(path)
+    config_file = path / "config.json"
+    if not path.is_dir():
+        raise ConfigError(f"{path}: not a directory; expected a VideoBERT model directory")
+    if not config_file.is_file():
+        raise ConfigError(f"{path}: no config.json; not a VideoBERT model directory")
+    with open(config_file, encoding="utf-8") as fh:
+        model_type = json.load(fh).get("model_type")
+    if model_type != VideoBertConfig.model_type:
+        hint = (
+            "; to start from a text BERT use VideoBertForPreTraining.from_text_checkpoint"
+            if model_type == "bert"
+            else ""
+        )
+        raise ConfigError(f"{path}: model_type is {model_type!r}, not a VideoBERT model directory{hint}")
+    return path

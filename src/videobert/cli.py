@@ -17,6 +17,11 @@ from videobert._version import __version__
 COMMANDS: dict[str, str] = {
     "synth": "videobert.data.synth:synth",
     "ingest": "videobert.data.ingest:ingest",
+    "extract": "videobert.features.extract:extract",
+    "vocab": "videobert.tokenizer.stages:vocab",
+    "tokenize": "videobert.tokenizer.stages:tokenize",
+    "inspect_vocab": "videobert.tokenizer.stages:inspect_vocab",
+    "demo": "videobert.pipeline:demo",
 }
 
 app = typer.Typer(

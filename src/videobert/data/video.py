@@ -11,13 +11,17 @@ Time model (the contract every later stage relies on):
 * Clip ``k`` holds output frames ``[k*T, (k+1)*T)`` and spans ``[k*T/fps, (k+1)*T/fps)`` seconds exactly;
   a trailing partial clip is dropped (as in the paper: 30 frames at 20 fps = 1.5 s, non-overlapping).
 
-Scaling and pixel-format conversion happen in FFmpeg's swscale (``VideoFrame.reformat``), only for the
-frames that are kept; decoding uses FFmpeg's own frame/slice threads. Rotation metadata (phone videos) is
-applied so frames come out upright, and ``size`` is the size of the upright frame.
+Scaling and pixel-format conversion happen in FFmpeg's swscale (one ``VideoReformatter`` per video), only
+for the frames that are kept; decoding uses FFmpeg's own frame/slice threads (``threads=0``: all cores but
+one) and runs in a read-ahead thread, so that it overlaps with the conversion. Rotation metadata (phone
+videos) is applied so frames come out upright, and ``size`` is the size of the upright frame.
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import queue
+import threading
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -25,6 +29,7 @@ from typing import Iterator
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from videobert.utils.errors import InputError
 
@@ -180,18 +185,74 @@ def probe(path: str | os.PathLike, verify: bool = True, stream_index: int = 0) -
         )
 
 
-def _to_array(frame: av.VideoFrame, size: tuple[int, int] | None, rotation: int) -> np.ndarray:
-    """Convert (and scale, in swscale) one frame to upright RGB of ``size`` = (height, width)."""
+def _to_array(frame: av.VideoFrame, size: tuple[int, int] | None, rotation: int,
+              reformatter: VideoReformatter) -> np.ndarray:
+    """Convert (and scale, in swscale) one frame to upright RGB of ``size`` = (height, width).
+
+    ``reformatter`` is reused across the frames of a video: it keeps its swscale context, which
+    ``frame.to_ndarray(width=..., height=...)`` would rebuild (filter tables and all) for every frame."""
     if size is None:
-        arr = frame.to_ndarray(format="rgb24")
+        arr = reformatter.reformat(frame, format="rgb24").to_ndarray()
     else:
         out_h, out_w = size
         # Scale the coded frame to the size it must have *before* rotation.
         cw, ch = (out_h, out_w) if rotation in (90, 270) else (out_w, out_h)
-        arr = frame.to_ndarray(format="rgb24", width=cw, height=ch)
+        arr = reformatter.reformat(frame, width=cw, height=ch, format="rgb24").to_ndarray()
     if rotation:
         arr = np.ascontiguousarray(np.rot90(arr, k=rotation // 90))
     return arr
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def _decode_threads() -> int:
+    """FFmpeg decoding threads when the caller leaves it to us: every core but one, which is left to the
+    thread that converts and scales the decoded frames (see :func:`_read_ahead`)."""
+    return max(1, available_cores() - 1)
+
+
+def _read_ahead(container: av.container.InputContainer, stream, depth: int = 8) -> Iterator[av.VideoFrame]:
+    """``container.decode(stream)`` run in a background thread up to ``depth`` frames ahead of the consumer.
+
+    Converting a frame (swscale) and the time-model bookkeeping would otherwise stall FFmpeg's frame
+    threads, which only decode while they are fed packets; PyAV releases the GIL in both decoding and
+    scaling, so the two overlap. Decoding errors are raised in the consumer; closing this generator stops
+    the thread before it returns, so the caller may close the container afterwards."""
+    frames: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def produce() -> None:
+        try:
+            for frame in container.decode(stream):
+                frames.put(frame)
+                if stop.is_set():
+                    return
+            frames.put(done)
+        except BaseException as exc:  # handed to the consumer, which raises it
+            frames.put(exc)
+
+    thread = threading.Thread(target=produce, name="videobert-decode", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = frames.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():  # drain, so that a put blocked on a full queue returns and sees ``stop``
+            try:
+                frames.get(timeout=0.01)
+            except queue.Empty:
+                pass
+        thread.join()
 
 
 def decode_frames(
@@ -212,7 +273,7 @@ def decode_frames(
     try:
         stream = _video_stream(container, path, stream_index)
         stream.thread_type = "AUTO"
-        stream.thread_count = threads
+        stream.thread_count = threads or _decode_threads()
         tb = stream.time_base
         src_fps = _stream_fps(stream)
         rate = _fraction(fps) if fps else src_fps
@@ -225,6 +286,7 @@ def decode_frames(
         prev = prev_t = None
         prev_arr = None
         rotation = None
+        reformatter = VideoReformatter()
         n_src = 0
 
         def emit_until(limit: Fraction | None):
@@ -239,28 +301,29 @@ def decode_frames(
                 if limit is None and t >= prev_t + 1 / src_fps:
                     return
                 if prev_arr is None:
-                    prev_arr = _to_array(prev, size, rotation)
+                    prev_arr = _to_array(prev, size, rotation, reformatter)
                 yield DecodedFrame(j, float(t), float(prev_t), prev_arr)
                 j += 1
 
         try:
-            for frame in container.decode(stream):
-                if origin is None:
-                    origin = frame.pts if frame.pts is not None else 0
-                if rotation is None:
-                    rotation = _rotation(stream, frame)
-                if frame.pts is None or tb is None:
-                    t_src = Fraction(n_src) / src_fps
-                else:
-                    t_src = (frame.pts - origin) * tb
-                n_src += 1
-                if prev is not None and t_src <= prev_t:
-                    continue  # duplicate or out-of-order timestamp: keep the frame already on screen
-                if prev is not None:
-                    yield from emit_until(t_src)
-                if end_f is not None and Fraction(j) / rate >= end_f:
-                    return
-                prev, prev_t, prev_arr = frame, t_src, None
+            with contextlib.closing(_read_ahead(container, stream)) as decoded:
+                for frame in decoded:
+                    if origin is None:
+                        origin = frame.pts if frame.pts is not None else 0
+                    if rotation is None:
+                        rotation = _rotation(stream, frame)
+                    if frame.pts is None or tb is None:
+                        t_src = Fraction(n_src) / src_fps
+                    else:
+                        t_src = (frame.pts - origin) * tb
+                    n_src += 1
+                    if prev is not None and t_src <= prev_t:
+                        continue  # duplicate or out-of-order timestamp: keep the frame already on screen
+                    if prev is not None:
+                        yield from emit_until(t_src)
+                    if end_f is not None and Fraction(j) / rate >= end_f:
+                        return
+                    prev, prev_t, prev_arr = frame, t_src, None
         except av.error.FFmpegError as exc:
             raise InputError(path, f"corrupt or truncated video: decoding failed at t={float(prev_t or 0):.2f}s ({exc})") from exc
         if prev is None:

@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "vocab": "videobert.tokenizer.stages:vocab",
     "tokenize": "videobert.tokenizer.stages:tokenize",
     "inspect_vocab": "videobert.tokenizer.stages:inspect_vocab",
+    "evaluate": "videobert.tasks.evaluate:evaluate",
     "demo": "videobert.pipeline:demo",
 }
 

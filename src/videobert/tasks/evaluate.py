@@ -1,0 +1,252 @@
+"""The `evaluate` stage: a pretrained model directory and a work directory -> metrics.json and a paper-style table.
+
+Examples are the annotated segments of one split (segments.parquet) whose time window holds at least one clip; a
+segment's visual tokens are those of the clips whose midpoint lies in its window (`segment_clip_index`), in clip
+order. Segments without a clip have nothing to show the model and are counted, not evaluated.
+
+metrics.json (both tasks)::
+
+    task, split, model, work, segments (in the split), segments_without_video, evaluated (examples scored),
+    methods: {method: {metric: value}}                                            zeroshot
+             {method: {direction: {r1, r5, r10, median_rank}}}                    retrieval
+
+zeroshot adds template, verb_labels and noun_labels (candidate counts); retrieval adds pool (segments ranked),
+duplicate_captions (left out of the pool, see `tasks.retrieval`), max_candidates and seed. Accuracies and recalls
+are fractions in [0, 1]; the printed tables show percentages.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import torch
+
+from videobert.data.ingest import load_segments
+from videobert.model import VideoBertForPreTraining, visual_tokenizer_from_work_dir
+from videobert.tasks.retrieval import candidate_pool, distinct_captions, retrieval
+from videobert.tasks.zeroshot import TEMPLATE, LabelSet, split_template, zero_shot
+from videobert.tokenizer.quality import segment_clip_index
+from videobert.tokenizer.stages import tokens_metadata
+from videobert.utils.errors import ConfigError, InputError
+from videobert.utils.io import write_json
+from videobert.utils.stage import StageReport
+from videobert.workdir import WorkDir
+
+STAGE = "evaluate"
+TASKS = ("zeroshot", "retrieval")
+METRICS_FILE = "metrics.json"
+
+
+def evaluate(
+    model: Path,
+    work: Path,
+    task: str = "zeroshot",
+    split: str = "test",
+    template: str = TEMPLATE,
+    batch_size: int = 64,
+    max_candidates: int = 100,
+    seed: int = 0,
+    out: Path | None = None,
+    device: str = "auto",
+) -> StageReport:
+    """Evaluate a pretrained VideoBERT on the annotated segments of one split; writes metrics.json.
+
+    zeroshot: fill the template's verb and noun slots given the segment's visual tokens and rank the labels of the
+    annotations (top-1 / top-5, next to the language prior: the same template without video), as in Table 1 of
+    the paper. retrieval: text-to-video and video-to-text between captions and visual tokens, ranked by the
+    alignment head and by pooled embeddings (R@1, R@5, R@10, median rank).
+
+    Args:
+        model: Model directory written by `videobert pretrain`.
+        work: Work directory; reads segments.parquet, tokens.parquet and vocab/, which must be the model's visual
+            vocabulary.
+        task: zeroshot (action classification by template filling) or retrieval (captions against segments).
+        split: Annotation split whose segments are evaluated (e.g. train, val, test).
+        template: Zero-shot sentence with two [MASK]s, the verb's first and the noun's second.
+        batch_size: Sequences per forward pass.
+        max_candidates: Retrieval: most segments in the candidate pool, a seeded random subsample (pairwise
+            alignment scoring grows with the square of the pool).
+        seed: Retrieval: seed of the candidate subsample.
+        out: Folder for metrics.json (default MODEL/eval/TASK-SPLIT).
+        device: auto (CUDA when available), cuda or cpu.
+    """
+    if task not in TASKS:
+        raise ConfigError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
+    if task == "retrieval" and max_candidates < 2:
+        raise ConfigError(f"max_candidates must be at least 2, got {max_candidates}")
+    torch_device = _resolve_device(device)
+    wd = WorkDir(work)
+    segments = load_segments(work)
+    in_split = segments.filter(pc.equal(segments["split"], split))
+    if in_split.num_rows == 0:
+        present = sorted({s for s in segments["split"].to_pylist() if s is not None})
+        raise InputError(
+            wd.segments,
+            f"no annotated segments in split {split!r} (splits present: {', '.join(present) or 'none'})",
+        )
+
+    network = VideoBertForPreTraining.from_pretrained(model)
+    if network.tokenizer is None:
+        raise ConfigError(f"{model}: no text tokenizer files; not a model directory written by `videobert pretrain`")
+    if task == "zeroshot":
+        split_template(template, network.config.mask_token)  # a bad template fails before any work
+    visual_tokenizer = visual_tokenizer_from_work_dir(work, network.config)
+    tokens_path = wd.require(wd.tokens, "tokenize")
+    if tokens_metadata(tokens_path).get("vocab_hash") != visual_tokenizer.content_hash:
+        raise ConfigError(f"{tokens_path} was made with another vocabulary than {wd.vocab}; run `videobert tokenize`")
+    visual = _segment_visual_tokens(tokens_path, in_split)
+    has_video = np.array([len(v) > 0 for v in visual], dtype=bool)
+    if not has_video.any():
+        raise InputError(tokens_path, f"no clip lies inside any of the {in_split.num_rows} segments of split {split!r}")
+    examples = in_split.filter(pa.array(has_video))
+    visual = [v for v in visual if len(v)]
+
+    metrics: dict[str, Any] = {
+        "task": task, "split": split, "model": str(model), "work": str(work), "segments": in_split.num_rows,
+        "segments_without_video": int((~has_video).sum()),
+    }  # fmt: skip
+    network.eval().to(torch_device)
+    with torch.inference_mode():
+        if task == "zeroshot":
+            metrics.update(_zero_shot(network, wd, segments, examples, visual, template, batch_size))
+        else:
+            metrics.update(_retrieval(network, wd, examples, visual, batch_size, max_candidates, seed))
+
+    out = Path(out) if out is not None else Path(model) / "eval" / f"{task}-{split}"
+    write_json(out / METRICS_FILE, metrics)
+    _print_table(metrics)
+    return StageReport(
+        STAGE,
+        done=metrics["evaluated"],
+        outputs={"metrics": str(out / METRICS_FILE)},
+        stats={key: value for key, value in _flat(metrics).items() if key not in ("task", "model", "work")},
+    )
+
+
+def _zero_shot(
+    network: VideoBertForPreTraining,
+    wd: WorkDir,
+    segments: pa.Table,
+    examples: pa.Table,
+    visual: list[np.ndarray],
+    template: str,
+    batch_size: int,
+) -> dict[str, Any]:
+    labels = {}
+    for slot in ("verb", "noun"):
+        if not any(v is not None and v.strip() for v in examples[slot].to_pylist()):
+            raise InputError(wd.segments, f"no evaluated segment has a {slot} label; zero-shot needs verbs and nouns")
+        # Candidates from every split, so that the label set does not depend on the split evaluated.
+        labels[slot] = LabelSet.from_values(segments[slot].to_pylist(), network.tokenizer.text_tokenizer)
+    methods = zero_shot(
+        network, network.tokenizer, visual, examples["verb"].to_pylist(), examples["noun"].to_pylist(),
+        labels["verb"], labels["noun"], template=template, batch_size=batch_size,
+    )  # fmt: skip
+    return {
+        "evaluated": examples.num_rows,
+        "template": template,
+        "verb_labels": len(labels["verb"]),
+        "noun_labels": len(labels["noun"]),
+        "methods": methods,
+    }
+
+
+def _retrieval(
+    network: VideoBertForPreTraining,
+    wd: WorkDir,
+    examples: pa.Table,
+    visual: list[np.ndarray],
+    batch_size: int,
+    max_candidates: int,
+    seed: int,
+) -> dict[str, Any]:
+    all_captions = examples["caption"].to_pylist()
+    captioned = [i for i, c in enumerate(all_captions) if c is not None and c.strip()]
+    captions = [all_captions[i] for i in captioned]
+    pool = candidate_pool(captions, max_candidates=max_candidates, seed=seed)
+    if len(pool) < 2:
+        raise InputError(
+            wd.segments,
+            f"retrieval needs at least 2 segments with distinct captions and video in the split, found {len(pool)}",
+        )
+    methods = retrieval(
+        network, network.tokenizer, [captions[i] for i in pool], [visual[captioned[i]] for i in pool], batch_size
+    )
+    return {
+        "evaluated": len(pool),
+        "pool": len(pool),
+        "duplicate_captions": len(captions) - len(distinct_captions(captions)),
+        "max_candidates": max_candidates,
+        "seed": seed,
+        "methods": methods,
+    }
+
+
+def _segment_visual_tokens(tokens_path: Path, segments: pa.Table) -> list[np.ndarray]:
+    """For each segment (row order), the visual words of its clips in clip order; reads only its videos' rows."""
+    videos = sorted(set(segments["video"].to_pylist()))
+    columns = ["video", "clip", "start", "end", "token"]
+    tokens = pq.read_table(tokens_path, columns=columns, filters=[("video", "in", videos)])
+    tokens = tokens.sort_by([("video", "ascending"), ("clip", "ascending")])
+    words = tokens["token"].to_numpy()
+    return [words[rows] for rows in segment_clip_index(tokens, segments)]
+
+
+def _resolve_device(device: str) -> torch.device:
+    if device not in ("auto", "cuda", "cpu"):
+        raise ConfigError(f"device must be auto, cuda or cpu, got {device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device='cuda' but no CUDA GPU is available")
+    return torch.device("cuda" if device != "cpu" and torch.cuda.is_available() else "cpu")
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested dict -> {"a.b.c": value}."""
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _print_table(metrics: dict[str, Any]) -> None:
+    """The paper-style table of `metrics`: Table 1 for zeroshot, R@K / median rank for retrieval."""
+    from rich.console import Console
+    from rich.table import Table
+
+    methods = metrics["methods"]
+    if metrics["task"] == "zeroshot":
+        table = Table(
+            title=f"VideoBERT zero-shot action classification, accuracy (%), split {metrics['split']}: "
+            f"{metrics['evaluated']} segments, {metrics['verb_labels']} verbs, {metrics['noun_labels']} objects"
+        )
+        columns = {"verb top-1": "verb_top1", "verb top-5": "verb_top5",
+                   "object top-1": "noun_top1", "object top-5": "noun_top5"}  # fmt: skip
+        names = {"language_prior": "language prior", "videobert": "cross modal"}
+        table.add_column("method", no_wrap=True)
+        for header in columns:
+            table.add_column(header, justify="right")
+        for method, row in methods.items():
+            table.add_row(names[method], *(f"{100 * row[key]:.1f}" for key in columns.values()))
+    else:
+        table = Table(
+            title=f"VideoBERT retrieval, split {metrics['split']}: pool of {metrics['pool']} segments (seed "
+            f"{metrics['seed']})"
+        )
+        for header in ("method", "direction", "R@1 (%)", "R@5 (%)", "R@10 (%)", "median rank"):
+            table.add_column(header, justify="left" if header in ("method", "direction") else "right")
+        for method, directions in methods.items():
+            for direction, row in directions.items():
+                table.add_row(
+                    method, direction.replace("_", " "), *(f"{100 * row[k]:.1f}" for k in ("r1", "r5", "r10")),
+                    f"{row['median_rank']:g}",
+                )  # fmt: skip
+    Console().print(table)

@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "tokenize": "videobert.tokenizer.stages:tokenize",
     "inspect_vocab": "videobert.tokenizer.stages:inspect_vocab",
     "evaluate": "videobert.tasks.evaluate:evaluate",
+    "finetune": "videobert.tasks.finetune:finetune",
     "demo": "videobert.pipeline:demo",
 }
 

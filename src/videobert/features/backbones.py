@@ -22,6 +22,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from videobert.utils.device import resolve_device
 from videobert.utils.errors import ConfigError, InputError
 
 
@@ -341,23 +342,6 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 _WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 
 
-def resolve_device(device: str) -> str:
-    """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``; an explicit device must exist."""
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        dev = torch.device(device)
-    except RuntimeError as exc:
-        raise ConfigError(f"unknown device {device!r} (use auto, cpu, cuda or cuda:N)") from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} requested but no CUDA GPU is available (use auto or cpu)")
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise ConfigError(f"device {device!r} requested but only {torch.cuda.device_count()} GPU(s) are visible")
-    return str(dev)
-
-
 def _model_source(spec: str) -> str:
     """A local directory (checked: exists, has a config and weights) or a hub id left to transformers."""
     path = Path(spec).expanduser()
@@ -581,5 +565,4 @@ __all__ = [
     "HFImageBackbone",
     "get_backbone",
     "register_backbone",
-    "resolve_device",
 ]

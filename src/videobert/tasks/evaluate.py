@@ -31,6 +31,7 @@ from videobert.tasks.retrieval import candidate_pool, distinct_captions, retriev
 from videobert.tasks.zeroshot import TEMPLATE, LabelSet, split_template, zero_shot
 from videobert.tokenizer.quality import segment_clip_index
 from videobert.tokenizer.stages import tokens_metadata
+from videobert.utils.device import resolve_device
 from videobert.utils.errors import ConfigError, InputError
 from videobert.utils.io import write_json
 from videobert.utils.stage import StageReport
@@ -80,7 +81,7 @@ def evaluate(
         raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
     if task == "retrieval" and max_candidates < 2:
         raise ConfigError(f"max_candidates must be at least 2, got {max_candidates}")
-    torch_device = _resolve_device(device)
+    torch_device = torch.device(resolve_device(device))
     wd = WorkDir(work)
     segments = load_segments(work)
     in_split = segments.filter(pc.equal(segments["split"], split))
@@ -100,7 +101,7 @@ def evaluate(
     tokens_path = wd.require(wd.tokens, "tokenize")
     if tokens_metadata(tokens_path).get("vocab_hash") != visual_tokenizer.content_hash:
         raise ConfigError(f"{tokens_path} was made with another vocabulary than {wd.vocab}; run `videobert tokenize`")
-    visual = _segment_visual_tokens(tokens_path, in_split)
+    visual = segment_visual_tokens(tokens_path, in_split)
     has_video = np.array([len(v) > 0 for v in visual], dtype=bool)
     if not has_video.any():
         raise InputError(tokens_path, f"no clip lies inside any of the {in_split.num_rows} segments of split {split!r}")
@@ -188,7 +189,7 @@ def _retrieval(
     }
 
 
-def _segment_visual_tokens(tokens_path: Path, segments: pa.Table) -> list[np.ndarray]:
+def segment_visual_tokens(tokens_path: Path, segments: pa.Table) -> list[np.ndarray]:
     """For each segment (row order), the visual words of its clips in clip order; reads only its videos' rows."""
     videos = sorted(set(segments["video"].to_pylist()))
     columns = ["video", "clip", "start", "end", "token"]
@@ -196,14 +197,6 @@ def _segment_visual_tokens(tokens_path: Path, segments: pa.Table) -> list[np.nda
     tokens = tokens.sort_by([("video", "ascending"), ("clip", "ascending")])
     words = tokens["token"].to_numpy()
     return [words[rows] for rows in segment_clip_index(tokens, segments)]
-
-
-def _resolve_device(device: str) -> torch.device:
-    if device not in ("auto", "cuda", "cpu"):
-        raise ConfigError(f"device must be auto, cuda or cpu, got {device!r}")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device='cuda' but no CUDA GPU is available")
-    return torch.device("cuda" if device != "cpu" and torch.cuda.is_available() else "cpu")
 
 
 def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

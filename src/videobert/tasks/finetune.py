@@ -1,0 +1,416 @@
+"""The `finetune` stage: segment classification (verb, noun or both) from a segment's visual tokens.
+
+Examples are the annotated segments whose window holds at least one clip (the clips of `segment_clip_index`, as in
+`evaluate`) and which have a label for every target. The label set of a target is the distinct labels of all
+splits, so it does not depend on the split. With `with_text`, the segment's narration (the transcript sentences
+whose midpoint lies in its window) precedes the visual tokens: `[CLS] narration [>] visual tokens [SEP]`. Method
+`two-stream` trains the baseline of `model.two_stream` instead, on the same examples and splits, so that its
+metrics compare directly with the single-stream model's.
+
+Recipe: setup (data, model, method) -> train on split `train`, evaluating the loss on `val` after every epoch and
+keeping the trained tensors of the best epoch (early stopping after `patience` epochs without improvement) ->
+evaluate on `test` -> save. Outputs in OUT::
+
+    metrics.json                 method, target, parameter counts, per-epoch losses, test top-1 / top-5 per target
+    classification_report.txt    scikit-learn's classification_report per target on the test split
+    confusion_<target>.png       row-normalised confusion matrix on the test split
+    finetune.json, model/ or adapter/   the checkpoint (`tasks.peft_methods.save_finetuned`)
+"""
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from PIL import Image, ImageDraw, ImageFont
+from sklearn.metrics import classification_report, confusion_matrix
+from torch import nn
+
+from videobert.data.ingest import load_segments
+from videobert.model import VideoBertConfig, visual_tokenizer_from_work_dir
+from videobert.model.classification import TARGETS, VideoBertForSegmentClassification
+from videobert.model.tokenization import VideoBertTokenizer
+from videobert.model.two_stream import VideoBertTwoStreamForSegmentClassification
+from videobert.tasks.evaluate import segment_visual_tokens
+from videobert.utils.device import resolve_device
+from videobert.tasks.metrics import top_k_accuracy
+from videobert.tasks.peft_methods import (
+    MethodOptions,
+    apply_method,
+    count_parameters,
+    options_dict,
+    restore_state,
+    save_finetuned,
+    trained_state,
+)
+from videobert.tokenizer.quality import segment_clip_index
+from videobert.tokenizer.stages import tokens_metadata
+from videobert.utils.errors import ConfigError, InputError
+from videobert.utils.io import atomic_open, atomic_path, write_json
+from videobert.utils.stage import StageReport
+from videobert.workdir import WorkDir
+
+logger = logging.getLogger(__name__)
+
+STAGE = "finetune"
+TARGET_CHOICES = {"verb": ("verb",), "noun": ("noun",), "verb+noun": TARGETS}
+TOP_K = (1, 5)
+
+
+@dataclass
+class Examples:
+    """Segments of one split: visual tokens, narration (or None) and the label index of each target."""
+
+    visual: list[np.ndarray]
+    texts: list[str | None]
+    labels: np.ndarray  # (examples, num_targets)
+
+    def __len__(self) -> int:
+        return len(self.visual)
+
+    def subset(self, rows: np.ndarray) -> "Examples":
+        return Examples([self.visual[i] for i in rows], [self.texts[i] for i in rows], self.labels[rows])
+
+
+def finetune(
+    model: Path,
+    work: Path,
+    out: Path,
+    target: str = "verb",
+    method: str = "full",
+    epochs: int = 5,
+    batch_size: int = 32,
+    learning_rate: float = 5e-5,
+    freeze_layers: int = 0,
+    few_shot: int = 0,
+    with_text: bool = False,
+    stride: int = 1,
+    token_dropout: float = 0.0,
+    patience: int = 2,
+    lora_rank: int = 8,
+    adapter_size: int = 64,
+    num_virtual_tokens: int = 10,
+    seed: int = 0,
+    device: str = "auto",
+) -> StageReport:
+    """Fine-tune a pretrained VideoBERT to classify annotated segments; writes metrics, reports and the checkpoint.
+
+    Trains on split train, stops early on the val loss and evaluates the best epoch on test (top-1 / top-5,
+    classification report, confusion matrix). Methods other than full save only what they trained, to be loaded on
+    top of MODEL.
+
+    Args:
+        model: Model directory written by `videobert pretrain`.
+        work: Work directory; reads segments.parquet (verb, noun, split), tokens.parquet, vocab/ and, with
+            --with-text, sentences.parquet.
+        out: Folder for metrics.json, classification_report.txt, confusion_TARGET.png and the checkpoint.
+        target: What to predict: verb, noun, or verb+noun (two heads, losses summed).
+        method: full, linear (head only), bitfit (biases), adapter (bottleneck adapters), lora, prompt (prompt
+            tuning), ia3, or two-stream (the baseline: separate text and visual encoders fused by an MLP, trained
+            in full; needs --with-text).
+        epochs: Most passes over the training split.
+        batch_size: Segments per optimisation step.
+        learning_rate: AdamW learning rate (parameter-efficient methods usually want 1e-3 or more).
+        freeze_layers: Method full: also freeze the embeddings and the lower N encoder layers.
+        few_shot: Train on at most this many segments per class (per verb+noun pair for verb+noun); 0 uses all.
+        with_text: Put the segment's narration before its visual tokens.
+        stride: Training augmentation: subsample each segment's visual tokens with a random stride in [1, stride]
+            and a random offset (the paper uses 1-5); 1 keeps every token.
+        token_dropout: Training augmentation: drop each visual token with this probability (one is always kept).
+        patience: Stop after this many epochs without a lower val loss.
+        lora_rank: Method lora: rank of the query and value updates.
+        adapter_size: Method adapter: bottleneck width of each adapter.
+        num_virtual_tokens: Method prompt: number of trained prompt tokens.
+        seed: Seed of initialisation, sampling, shuffling and augmentation.
+        device: auto (CUDA when available), cuda or cpu.
+    """
+    if target not in TARGET_CHOICES:
+        raise ConfigError(f"unknown target {target!r}; choose one of {', '.join(TARGET_CHOICES)}")
+    options = MethodOptions(
+        method=method, freeze_layers=freeze_layers, lora_rank=lora_rank, adapter_size=adapter_size,
+        num_virtual_tokens=num_virtual_tokens,
+    )  # fmt: skip
+    for name, value, low in (("epochs", epochs, 1), ("batch_size", batch_size, 1), ("stride", stride, 1),
+                             ("few_shot", few_shot, 0), ("patience", patience, 1)):  # fmt: skip
+        if value < low:
+            raise ConfigError(f"{name} must be at least {low}, got {value}")
+    if not 0.0 <= token_dropout < 1.0:
+        raise ConfigError(f"token_dropout must be in [0, 1), got {token_dropout}")
+    if learning_rate <= 0:
+        raise ConfigError(f"learning_rate must be positive, got {learning_rate}")
+    two_stream = method == "two-stream"
+    if two_stream and not with_text:
+        raise ConfigError("method two-stream compares late fusion of narration and video: it needs with_text")
+    torch_device = torch.device(resolve_device(device))
+    targets = TARGET_CHOICES[target]
+    out = Path(out)
+
+    # ---- setup
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    config = VideoBertConfig.from_pretrained(model)
+    splits, label_names = load_examples(work, config, targets, with_text)
+    if few_shot:
+        splits["train"] = splits["train"].subset(few_shot_rows(splits["train"].labels, few_shot, rng))
+    if two_stream:
+        network = VideoBertTwoStreamForSegmentClassification.from_videobert(model, label_names)
+    else:
+        network = VideoBertForSegmentClassification.from_pretrained(model, classification_labels=label_names)
+    if network.tokenizer is None:
+        raise ConfigError(f"{model}: no text tokenizer files; not a model directory written by `videobert pretrain`")
+    tokenizer = network.tokenizer
+    trainee = apply_method(network, options).to(torch_device)
+    parameters = count_parameters(trainee)
+    # Prompt tokens take positions too: shorten the input so that prompt + input fits the position table.
+    max_length = config.max_position_embeddings - (num_virtual_tokens if method == "prompt" else 0)
+    optimizer = torch.optim.AdamW([p for p in trainee.parameters() if p.requires_grad], lr=learning_rate)
+
+    # ---- train
+    history: list[dict[str, float]] = []
+    best_loss, best_epoch, best_state = math.inf, 0, trained_state(trainee)
+    for epoch in range(1, epochs + 1):
+        trainee.train()
+        order = rng.permutation(len(splits["train"]))
+        losses = []
+        for start in range(0, len(order), batch_size):
+            chunk = splits["train"].subset(order[start : start + batch_size])
+            visual = [augment(v, stride, token_dropout, rng) for v in chunk.visual]
+            batch = _batch(tokenizer, chunk.texts, visual, chunk.labels, max_length, torch_device, two_stream)
+            loss = trainee(**batch).loss
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+        val_loss = _mean_loss(trainee, tokenizer, splits["val"], batch_size, max_length, torch_device, two_stream)
+        history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), "val_loss": val_loss})
+        logger.info("epoch %d: train loss %.4f, val loss %.4f", epoch, history[-1]["train_loss"], val_loss)
+        if val_loss < best_loss:
+            best_loss, best_epoch, best_state = val_loss, epoch, trained_state(trainee)
+        if should_stop([row["val_loss"] for row in history], patience):
+            break
+    restore_state(trainee, best_state)
+
+    # ---- evaluate
+    scores = predict(trainee, tokenizer, splits["test"], batch_size, max_length, torch_device, two_stream)
+    test: dict[str, dict[str, float]] = {}
+    reports = []
+    for column, name in enumerate(targets):
+        gold = splits["test"].labels[:, column]
+        accuracy = top_k_accuracy(scores[name], gold, TOP_K)
+        test[name] = {f"top{k}": value for k, value in accuracy.items()}
+        predicted = scores[name].argmax(axis=1)
+        everything = list(range(len(label_names[name])))
+        reports.append(f"== {name} ==\n" + classification_report(
+            gold, predicted, labels=everything, target_names=label_names[name], zero_division=0
+        ))  # fmt: skip
+        write_confusion_png(
+            confusion_matrix(gold, predicted, labels=everything), label_names[name], out / f"confusion_{name}.png"
+        )
+    with atomic_open(out / "classification_report.txt", "w", encoding="utf-8") as fh:
+        fh.write("\n".join(reports))
+
+    # ---- save
+    checkpoint = save_finetuned(trainee, options, model, out)
+    metrics: dict[str, Any] = {
+        "model": str(model), "work": str(work), "target": target, "method": method,
+        "method_options": options_dict(options), "with_text": with_text, "few_shot": few_shot,
+        "stride": stride, "token_dropout": token_dropout, "seed": seed,
+        "trainable_parameters": parameters["trainable"], "total_parameters": parameters["total"],
+        "trainable_fraction": parameters["trainable"] / parameters["total"],
+        "examples": {split: len(examples) for split, examples in splits.items()},
+        "labels": {name: len(names) for name, names in label_names.items()},
+        "epochs_run": len(history), "best_epoch": best_epoch, "history": history, "test": test,
+    }  # fmt: skip
+    write_json(out / "metrics.json", metrics)
+    return StageReport(
+        STAGE,
+        done=len(splits["test"]),
+        outputs={
+            "metrics": str(out / "metrics.json"),
+            "report": str(out / "classification_report.txt"),
+            "checkpoint": str(checkpoint),
+        },
+        stats={
+            "trainable_parameters": parameters["trainable"],
+            "best_epoch": best_epoch,
+            **{f"{name}_{metric}": value for name, row in test.items() for metric, value in row.items()},
+        },
+    )
+
+
+def load_examples(
+    work: Path, config: VideoBertConfig, targets: tuple[str, ...], with_text: bool
+) -> tuple[dict[str, Examples], dict[str, list[str]]]:
+    """Split name (train, val, test) -> its examples, and target -> label names (module docstring)."""
+    wd = WorkDir(work)
+    visual_tokenizer = visual_tokenizer_from_work_dir(work, config)
+    tokens_path = wd.require(wd.tokens, "tokenize")
+    if tokens_metadata(tokens_path).get("vocab_hash") != visual_tokenizer.content_hash:
+        raise ConfigError(f"{tokens_path} was made with another vocabulary than {wd.vocab}; run `videobert tokenize`")
+    segments = load_segments(work)
+    columns = {name: segments[name].to_pylist() for name in targets}
+    label_names = {}
+    for name in targets:
+        label_names[name] = sorted({v.strip() for v in columns[name] if v is not None and v.strip()})
+        if len(label_names[name]) < 2:
+            raise InputError(wd.segments, f"{name}: classification needs at least 2 distinct labels")
+    labelled = [all(columns[name][i] is not None and columns[name][i].strip() for name in targets)
+                for i in range(segments.num_rows)]  # fmt: skip
+    segments = segments.filter(pa.array(labelled))
+    visual = segment_visual_tokens(tokens_path, segments)
+    segments = segments.filter(pa.array([len(v) > 0 for v in visual]))
+    visual = [v for v in visual if len(v)]
+    texts = _narrations(wd, segments) if with_text else [None] * segments.num_rows
+    index = {name: {label: i for i, label in enumerate(names)} for name, names in label_names.items()}
+    labels = np.array([[index[name][segments[name][i].as_py().strip()] for name in targets]
+                       for i in range(segments.num_rows)], dtype=np.int64).reshape(-1, len(targets))  # fmt: skip
+    split_of = np.array(segments["split"].to_pylist(), dtype=object)
+    everything = Examples(visual, texts, labels)
+    splits = {split: everything.subset(np.flatnonzero(split_of == split)) for split in ("train", "val", "test")}
+    for split, examples in splits.items():
+        if len(examples) == 0:
+            raise InputError(
+                wd.segments, f"no labelled segment with video in split {split!r}; finetune needs train, val and test"
+            )
+    return splits, label_names
+
+
+def _narrations(wd: WorkDir, segments: pa.Table) -> list[str | None]:
+    """The transcript sentences whose midpoint lies in each segment's window, joined; None where there is none."""
+    sentences = pq.read_table(wd.require(wd.sentences, "ingest"), columns=["video", "index", "start", "end", "text"])
+    sentences = sentences.sort_by([("video", "ascending"), ("index", "ascending")])
+    text = sentences["text"].to_pylist()
+    return [" ".join(text[i] for i in rows) or None for rows in segment_clip_index(sentences, segments)]
+
+
+def should_stop(val_losses: list[float], patience: int) -> bool:
+    """Whether the last `patience` epochs all failed to lower the best val loss of the epochs before them (a tie
+    is no improvement)."""
+    return len(val_losses) - 1 - int(np.argmin(val_losses)) >= patience
+
+
+def few_shot_rows(labels: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """Rows of `labels` (examples, num_targets) keeping k random examples of each class (a class is a row's label
+    tuple); a class with fewer than k examples keeps them all."""
+    classes: dict[tuple[int, ...], list[int]] = {}
+    for row, label in enumerate(map(tuple, labels.tolist())):
+        classes.setdefault(label, []).append(row)
+    short = [label for label, rows in classes.items() if len(rows) < k]
+    if short:
+        logger.warning("%d class(es) have fewer than %d training examples; they keep all of them", len(short), k)
+    chosen = [rng.choice(rows, size=min(k, len(rows)), replace=False) for rows in classes.values()]
+    return np.sort(np.concatenate(chosen))
+
+
+def augment(visual: np.ndarray, stride: int, token_dropout: float, rng: np.random.Generator) -> np.ndarray:
+    """Training view of a segment's visual tokens: a random stride in [1, stride] from a random offset below it,
+    then each token dropped with probability `token_dropout`; never empty, since the segment is seen by its video."""
+    step = int(rng.integers(1, stride + 1))
+    kept = visual[int(rng.integers(0, min(step, len(visual)))) :: step]
+    if token_dropout > 0:
+        keep = rng.random(len(kept)) >= token_dropout
+        keep[rng.integers(0, len(kept))] = True
+        kept = kept[keep]
+    return kept
+
+
+def predict(
+    model: nn.Module,
+    tokenizer: VideoBertTokenizer,
+    examples: Examples,
+    batch_size: int,
+    max_length: int,
+    device: torch.device,
+    two_stream: bool = False,
+) -> dict[str, np.ndarray]:
+    """Target -> (examples, labels) scores of `model` in eval mode (`two_stream`: inputs of the two-stream model)."""
+    model.eval()
+    parts: dict[str, list[np.ndarray]] = {}
+    with torch.inference_mode():
+        for start in range(0, len(examples), batch_size):
+            rows = np.arange(start, min(start + batch_size, len(examples)))
+            chunk = examples.subset(rows)
+            batch = _batch(tokenizer, chunk.texts, chunk.visual, None, max_length, device, two_stream)
+            for name, logits in model(**batch).target_logits.items():
+                parts.setdefault(name, []).append(logits.float().cpu().numpy())
+    return {name: np.concatenate(chunks) for name, chunks in parts.items()}
+
+
+def _mean_loss(
+    model: nn.Module,
+    tokenizer: VideoBertTokenizer,
+    examples: Examples,
+    batch_size: int,
+    max_length: int,
+    device: torch.device,
+    two_stream: bool,
+) -> float:
+    """Loss on `examples` in eval mode, averaged over examples."""
+    model.eval()
+    total = 0.0
+    with torch.inference_mode():
+        for start in range(0, len(examples), batch_size):
+            chunk = examples.subset(np.arange(start, min(start + batch_size, len(examples))))
+            batch = _batch(tokenizer, chunk.texts, chunk.visual, chunk.labels, max_length, device, two_stream)
+            total += model(**batch).loss.item() * len(chunk)
+    return total / len(examples)
+
+
+def _batch(
+    tokenizer: VideoBertTokenizer,
+    texts: list[str | None],
+    visual: list[np.ndarray],
+    labels: np.ndarray | None,
+    max_length: int,
+    device: torch.device,
+    two_stream: bool,
+) -> dict[str, torch.Tensor]:
+    """Model inputs of (text, visual tokens) pairs on `device`; (batch, seq) tensors and (batch, targets) labels.
+
+    One joint sequence a pair, or with `two_stream` the text alone and the visual tokens alone (a segment without
+    narration gives the text stream `[CLS] [SEP]`)."""
+    if two_stream:
+        text = tokenizer.batch_encode([t or "" for t in texts], max_length=max_length)
+        video = tokenizer.batch_encode(None, visual, max_length=max_length)
+        batch = {
+            "text_input_ids": text["input_ids"], "text_attention_mask": text["attention_mask"],
+            "visual_input_ids": video["input_ids"], "visual_attention_mask": video["attention_mask"],
+            "visual_token_type_ids": video["token_type_ids"],
+        }  # fmt: skip
+    else:
+        batch = tokenizer.batch_encode(texts, visual, max_length=max_length)
+    if labels is not None:
+        batch["labels"] = torch.from_numpy(labels)
+    return {key: value.to(device) for key, value in batch.items()}
+
+
+def write_confusion_png(matrix: np.ndarray, names: list[str], path: Path, cell: int = 28) -> None:
+    """Draw `matrix` (gold rows, predicted columns) as a PNG: each row normalised to sum 1, darker is more, with
+    the count in each non-empty cell and the label names on both axes."""
+    font = ImageFont.load_default()
+    margin = 8 + max(int(font.getlength(name)) for name in names)
+    n = len(names)
+    image = Image.new("RGB", (margin + n * cell + 8, margin + n * cell + 8), "white")
+    draw = ImageDraw.Draw(image)
+    totals = matrix.sum(axis=1, keepdims=True)
+    share = np.divide(matrix, totals, out=np.zeros(matrix.shape, dtype=float), where=totals > 0)
+    for i in range(n):
+        draw.text((4, margin + i * cell + cell // 3), names[i], fill="black", font=font)  # gold label, row i
+        column_label = Image.new("RGB", (margin, cell), "white")
+        ImageDraw.Draw(column_label).text((4, cell // 3), names[i], fill="black", font=font)
+        image.paste(column_label.rotate(90, expand=True), (margin + i * cell, 0))  # predicted label, column i
+        for j in range(n):
+            shade = int(255 * (1 - share[i, j]))
+            box = (margin + j * cell, margin + i * cell, margin + (j + 1) * cell - 1, margin + (i + 1) * cell - 1)
+            draw.rectangle(box, fill=(shade, shade, 255), outline=(200, 200, 200))
+            if matrix[i, j]:
+                draw.text((box[0] + 4, box[1] + cell // 3), str(matrix[i, j]),
+                          fill="white" if shade < 128 else "black", font=font)  # fmt: skip
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="PNG")

@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "vocab": "videobert.tokenizer.stages:vocab",
     "tokenize": "videobert.tokenizer.stages:tokenize",
     "inspect_vocab": "videobert.tokenizer.stages:inspect_vocab",
+    "pretrain": "videobert.training.pretrain:pretrain",
     "evaluate": "videobert.tasks.evaluate:evaluate",
     "finetune": "videobert.tasks.finetune:finetune",
     "demo": "videobert.pipeline:demo",

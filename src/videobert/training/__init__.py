@@ -1,0 +1,2 @@
+"""VideoBERT pretraining: examples of the three regimes streamed from a work directory (`data`) and the
+`videobert pretrain` stage on the Hugging Face Trainer (`pretrain`)."""

@@ -67,15 +67,18 @@ def _print_report(report: Any) -> None:
 
 
 def command_from_function(fn: Callable[..., Any], name: str) -> Callable[..., Any]:
-    """Wrap an API function as a typer command: positional parameters become arguments, keyword ones
-    options; help comes from the docstring. Errors a user can fix print one line and exit 2."""
+    """Wrap an API function as a typer command: required positional parameters become arguments, every
+    other parameter an option (a keyword-only one without default a required option, e.g. ``--out``);
+    help comes from the docstring. Errors a user can fix print one line and exit 2."""
     summary, helps = _docstring_args(fn.__doc__ or "")
     sig = inspect.signature(fn, eval_str=True)
     params = []
     for p in sig.parameters.values():
         help_text = helps.get(p.name, "")
-        if p.default is inspect.Parameter.empty:
+        if p.default is inspect.Parameter.empty and p.kind is not inspect.Parameter.KEYWORD_ONLY:
             default = typer.Argument(..., help=help_text, show_default=False)
+        elif p.default is inspect.Parameter.empty:
+            default = typer.Option(..., help=help_text, show_default=False)
         else:
             default = typer.Option(p.default, help=help_text)
         params.append(p.replace(default=default, kind=inspect.Parameter.POSITIONAL_OR_KEYWORD))

@@ -508,6 +508,7 @@ def write_scratch_bert(folder: Path, layers: int, hidden: int) -> Path:
 
 def pretrain(
     work: Path,
+    *,
     out: Path,
     init: str = "minilm",
     visual_init: str = "centroids",

@@ -22,6 +22,7 @@ from typing import Callable, Iterator
 import av
 import numpy as np
 
+from videobert.data.transcripts import Cue
 from videobert.utils.errors import ConfigError
 from videobert.utils.io import atomic_open, atomic_path, read_json, write_json
 from videobert.utils.stage import StageReport
@@ -500,15 +501,6 @@ class Step:
     @property
     def caption(self) -> str:
         return f"{self.verb} the {self.noun}"
-
-
-@dataclass(frozen=True)
-class Cue:
-    """One narration subtitle, seconds from the start of the video."""
-
-    start: float
-    end: float
-    text: str
 
 
 @dataclass(frozen=True)

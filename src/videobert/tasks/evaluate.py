@@ -34,7 +34,7 @@ from videobert.tokenizer.stages import tokens_metadata
 from videobert.utils.device import resolve_device
 from videobert.utils.errors import ConfigError, InputError
 from videobert.utils.io import write_json
-from videobert.utils.stage import StageReport
+from videobert.utils.stage import StageReport, flatten
 from videobert.workdir import WorkDir
 
 STAGE = "evaluate"
@@ -126,7 +126,7 @@ def evaluate(
         STAGE,
         done=metrics["evaluated"],
         outputs={"metrics": str(out / METRICS_FILE)},
-        stats={key: value for key, value in _flat(metrics).items() if key not in ("task", "model", "work")},
+        stats={key: value for key, value in flatten(metrics).items() if key not in ("task", "model", "work")},
     )
 
 
@@ -197,17 +197,6 @@ def segment_visual_tokens(tokens_path: Path, segments: pa.Table) -> list[np.ndar
     tokens = tokens.sort_by([("video", "ascending"), ("clip", "ascending")])
     words = tokens["token"].to_numpy()
     return [words[rows] for rows in segment_clip_index(tokens, segments)]
-
-
-def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested dict -> {"a.b.c": value}."""
-    out: dict[str, Any] = {}
-    for key, value in d.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 def _print_table(metrics: dict[str, Any]) -> None:

@@ -76,7 +76,7 @@ from videobert.training.data import (
 )
 from videobert.utils.errors import ConfigError
 from videobert.utils.io import read_json, write_json
-from videobert.utils.stage import StageReport
+from videobert.utils.stage import StageReport, flatten
 from videobert.workdir import WorkDir
 
 logger = logging.getLogger(__name__)
@@ -173,8 +173,8 @@ class PretrainConfig:
     def differences(self, other: dict[str, Any]) -> list[str]:
         """The settings (as ``name: old -> new``) in which the saved ``other`` (an `asdict`) differs from this one,
         cadence settings left out."""
-        mine = _flat(asdict(self))
-        theirs = _flat(other)
+        mine = flatten(asdict(self))
+        theirs = flatten(other)
         return [
             f"{key}: {theirs.get(key)!r} -> {value!r}"
             for key, value in mine.items()
@@ -710,14 +710,3 @@ def _summary(metrics: dict[str, Any]) -> dict[str, Any]:
             if key.startswith(("mlm_loss_", "alignment_")) and "_text_video_" not in key:
                 stats[f"{split} {key}"] = value
     return stats
-
-
-def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested dict -> {"a.b": value}."""
-    out: dict[str, Any] = {}
-    for key, value in d.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out

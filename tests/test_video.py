@@ -11,21 +11,7 @@ import pytest
 
 from videobert.data.video import ClipDecoder, clip_windows, decode_frames, probe
 from videobert.utils.errors import InputError
-
-
-def write_lossless(path: Path, frames: np.ndarray, fps: int) -> Path:
-    """Encode (T, H, W, 3) RGB frames with libx264rgb at crf 0: decoding must return them bit-exact."""
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264rgb", rate=fps)
-        stream.height, stream.width = frames.shape[1:3]
-        stream.pix_fmt = "rgb24"
-        stream.options = {"crf": "0", "preset": "ultrafast"}
-        for f in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
+from media import write_lossless
 
 
 @pytest.fixture(scope="module")

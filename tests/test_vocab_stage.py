@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import av
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -29,6 +28,7 @@ from videobert.tokenizer.stages import (
 )
 from videobert.utils.errors import ConfigError, InputError, read_errors
 from videobert.workdir import WorkDir
+from media import write_lossless
 
 FPS = 10  # frames per second of the fixture videos; one clip = 1 s = 10 frames
 CLIPS = {"a.mp4": 8, "b/c.mp4": 3, "d.mp4": 5}  # video -> number of clips; 3 shards of >= 5 clips
@@ -42,18 +42,6 @@ CENTERS = np.array(
 
 def clip_class(video: str, clip: int) -> int:
     return (sorted(CLIPS).index(video) * 3 + clip) % 4
-
-
-def write_lossless(path: Path, frames: np.ndarray, fps: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264rgb", rate=fps)
-        stream.height, stream.width = frames.shape[1:3]
-        stream.pix_fmt = "rgb24"
-        stream.options = {"crf": "0", "preset": "ultrafast"}
-        for f in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
-        container.mux(stream.encode())
 
 
 @pytest.fixture(scope="module")

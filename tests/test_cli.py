@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import inspect
+import subprocess
+import sys
 
 import pytest
 from typer.testing import CliRunner
@@ -50,3 +52,16 @@ def test_docstring_parser():
 def test_unknown_attribute():
     with pytest.raises(AttributeError):
         videobert.does_not_exist
+
+
+def test_running_one_command_imports_only_its_stage():
+    """`videobert synth ...` must not pay for torch and transformers (a 9 s import) it does not use."""
+    code = (
+        "import sys; from videobert import cli; sys.argv = ['videobert', 'synth', '--help']\n"
+        "try:\n    cli.main()\nexcept SystemExit:\n    pass\n"
+        "print('LOADED', 'torch' in sys.modules, 'transformers' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "LOADED False False" in out
+    version = subprocess.run([sys.executable, "-m", "videobert.cli", "--version"], capture_output=True, text=True)
+    assert version.returncode == 0 and version.stdout.strip() == f"videobert {videobert.__version__}"

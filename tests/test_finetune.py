@@ -9,7 +9,6 @@ import pytest
 import torch
 import pyarrow.parquet as pq
 from PIL import Image
-from transformers import BertConfig, BertForPreTraining, BertTokenizer
 
 from videobert.data.synth import NOUNS, VERBS
 from videobert.model import VideoBertForPreTraining
@@ -27,6 +26,7 @@ from videobert.tasks.peft_methods import (
 from videobert.tokenizer.hkmeans import VisualTokenizer
 from videobert.utils.errors import ConfigError
 from videobert.utils.io import read_json
+from checkpoints import save_tiny_bert
 
 WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "now", "let", "me", "show", "you", "how", "to", "the",
          *VERBS, *NOUNS]  # fmt: skip
@@ -39,12 +39,8 @@ LABELS = {"verb": ["cut", "peel", "stir"], "noun": ["egg", "onion"]}
 def base_dir(minicook_work, tmp_path_factory):
     """A random tiny VideoBERT (2 layers, hidden 32) over the MiniCook visual vocabulary, saved as a model
     directory (the same construction as tests/test_zeroshot.py)."""
-    torch.manual_seed(0)
-    bert_dir = tmp_path_factory.mktemp("tiny_bert")
-    config = BertConfig(vocab_size=len(WORDS), hidden_size=HIDDEN, num_hidden_layers=LAYERS, num_attention_heads=4,
-                        intermediate_size=INTERMEDIATE, max_position_embeddings=64)  # fmt: skip
-    BertForPreTraining(config).save_pretrained(bert_dir)
-    BertTokenizer(vocab=ID).save_pretrained(bert_dir)
+    bert_dir = save_tiny_bert(tmp_path_factory.mktemp("tiny_bert"), ID, hidden=HIDDEN, layers=LAYERS,
+                              intermediate=INTERMEDIATE)
     visual_tokenizer = VisualTokenizer.from_pretrained(minicook_work / "vocab")
     model = VideoBertForPreTraining.from_text_checkpoint(bert_dir, visual_tokenizer=visual_tokenizer)
     directory = tmp_path_factory.mktemp("tiny_videobert")

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from transformers import AutoModelForPreTraining, BertConfig, BertForPreTraining, BertModel, BertTokenizer
+from transformers import AutoModelForPreTraining, BertForPreTraining, BertModel, BertTokenizer
 
 from videobert.model import (
     ALIGNED,
@@ -19,6 +19,7 @@ from videobert.model import (
 )
 from videobert.tokenizer.hkmeans import VisualTokenizer, VisualVocabConfig
 from videobert.utils.errors import ConfigError
+from checkpoints import save_tiny_bert
 
 WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "now", "let", "me", "show", "you", "how", "to",
          "cut", "the", "tomato", "onion", "pour", "water", "##s", "into", "pan"]  # fmt: skip
@@ -35,13 +36,7 @@ def fit_visual_tokenizer(seed: int) -> VisualTokenizer:
 @pytest.fixture(scope="module")
 def tiny_bert_dir(tmp_path_factory):
     """A random 2-layer BERT in BERT's pretraining layout (MLM and next-sentence heads), with its tokenizer."""
-    torch.manual_seed(0)
-    directory = tmp_path_factory.mktemp("tiny_bert")
-    config = BertConfig(vocab_size=TEXT_VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                        intermediate_size=64, max_position_embeddings=64)  # fmt: skip
-    BertForPreTraining(config).save_pretrained(directory)
-    BertTokenizer(vocab={w: i for i, w in enumerate(WORDS)}).save_pretrained(directory)
-    return directory
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny_bert"), {w: i for i, w in enumerate(WORDS)})
 
 
 @pytest.fixture(scope="module")

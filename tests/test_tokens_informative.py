@@ -2,9 +2,15 @@
 in a held-out segment probe (the check DESIGN.md §6 asks for before any pretraining)."""
 from __future__ import annotations
 
-import pyarrow.parquet as pq
+import shutil
 
+import pyarrow.parquet as pq
+import pytest
+
+from videobert.data.schema import SEGMENTS
 from videobert.tokenizer.quality import segment_clip_index, segment_token_report
+from videobert.utils.errors import InputError
+from videobert.utils.io import write_parquet
 
 
 def test_tokens_carry_verb_and_noun_information(minicook_work):
@@ -32,3 +38,17 @@ def test_segment_clip_index_uses_clip_midpoints(minicook_work):
         for r in rows:
             assert videos[r] == seg["video"]
             assert seg["start"] <= (starts[r] + ends[r]) / 2 < seg["end"]
+
+
+def test_report_needs_annotations_and_matching_tokens(minicook_work, tmp_path):
+    work = tmp_path / "work"
+    shutil.copytree(minicook_work, work)
+    write_parquet(work / "segments.parquet", SEGMENTS.empty_table())
+    with pytest.raises(InputError, match=r"segments.parquet: no annotated segments"):
+        segment_token_report(work)
+
+    shutil.copy(minicook_work / "segments.parquet", work / "segments.parquet")
+    tokens = pq.read_table(work / "tokens.parquet")
+    write_parquet(work / "tokens.parquet", tokens.slice(1))
+    with pytest.raises(InputError, match=r"tokens.parquet: does not match clips.parquet"):
+        segment_token_report(work)

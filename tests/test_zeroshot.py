@@ -13,7 +13,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 import torch
-from transformers import BertConfig, BertForPreTraining, BertTokenizer
+from transformers import BertTokenizer
 
 from videobert.data.synth import NOUNS, VERBS
 from videobert.model import VideoBertConfig, VideoBertForPreTraining, VideoBertTokenizer
@@ -22,6 +22,7 @@ from videobert.tasks.zeroshot import LabelSet, fill_template, split_template, te
 from videobert.tokenizer.hkmeans import VisualTokenizer, VisualVocabConfig
 from videobert.utils.errors import ConfigError, InputError
 from videobert.utils.io import read_json
+from checkpoints import save_tiny_bert
 
 # The template's words and every MiniCook verb and noun, except that tomato and potato are split by WordPiece.
 WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "now", "let", "me", "show", "you", "how", "to", "the",
@@ -48,13 +49,7 @@ def tokenizer(text_tokenizer):
 @pytest.fixture(scope="module")
 def tiny_bert_dir(tmp_path_factory):
     """A random 2-layer BERT (hidden 32) in BERT's pretraining layout with a WordPiece vocabulary of WORDS."""
-    torch.manual_seed(0)
-    directory = tmp_path_factory.mktemp("tiny_bert")
-    config = BertConfig(vocab_size=T, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                        intermediate_size=64, max_position_embeddings=64)  # fmt: skip
-    BertForPreTraining(config).save_pretrained(directory)
-    BertTokenizer(vocab=ID).save_pretrained(directory)
-    return directory
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny_bert"), ID)
 
 
 # ---------------------------------------------------------------------------------------------- labels, template

@@ -27,15 +27,6 @@ COMMANDS: dict[str, str] = {
     "demo": "videobert.pipeline:demo",
 }
 
-app = typer.Typer(
-    name="videobert",
-    help="VideoBERT-style video-language learning: synth -> ingest -> extract -> vocab -> tokenize -> pretrain -> evaluate.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-
-
 def _docstring_args(doc: str) -> tuple[str, dict[str, str]]:
     """Split a Google-style docstring into its summary and an ``{arg: help}`` map."""
     doc = inspect.cleandoc(doc or "")
@@ -110,7 +101,6 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
 def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
 ) -> None:
@@ -122,13 +112,41 @@ def _load(target: str) -> Callable[..., Any]:
     return getattr(importlib.import_module(module), func)
 
 
-for _name, _target in COMMANDS.items():
-    app.command(name=_name.replace("_", "-"))(command_from_function(_load(_target), _name))
+def build_app(names: list[str] | None = None) -> typer.Typer:
+    """The command group with the commands ``names`` (all when None). Registering a command imports its
+    stage module (torch, transformers, ...), so `main` registers only the one being run."""
+    group = typer.Typer(
+        name="videobert",
+        help="VideoBERT-style video-language learning: synth -> ingest -> extract -> vocab -> tokenize -> pretrain -> evaluate.",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+    )
+    group.callback()(_root)
+    for name in COMMANDS if names is None else names:
+        group.command(name=name.replace("_", "-"))(command_from_function(_load(COMMANDS[name]), name))
+    return group
+
+
+def __getattr__(name: str) -> Any:
+    # `videobert.cli.app`, the full group (tests, embedding), is built on first use, not at import.
+    if name == "app":
+        globals()["app"] = build_app()
+        return globals()["app"]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def main() -> None:
-    app(prog_name="videobert")
+    args = sys.argv[1:]
+    first = next((a for a in args if not a.startswith("-")), None)
+    wanted = first.replace("-", "_") if first else None
+    if wanted in COMMANDS:
+        build_app([wanted])(prog_name="videobert")
+    elif first is None and "--version" in args:
+        typer.echo(f"videobert {__version__}")
+    else:  # `videobert`, `videobert --help`, or an unknown command: the full list (and click's own error)
+        build_app()(prog_name="videobert")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -187,7 +187,7 @@ def finetune(
             loss.backward()
             optimizer.step()
             losses.append(loss.item())
-        val_loss = _mean_loss(trainee, tokenizer, splits["val"], batch_size, max_length, torch_device, two_stream)
+        val_loss, _ = evaluate_examples(trainee, tokenizer, splits["val"], batch_size, max_length, torch_device, two_stream)
         history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), "val_loss": val_loss})
         logger.info("epoch %d: train loss %.4f, val loss %.4f", epoch, history[-1]["train_loss"], val_loss)
         if val_loss < best_loss:
@@ -197,7 +197,7 @@ def finetune(
     restore_state(trainee, best_state)
 
     # ---- evaluate
-    scores = predict(trainee, tokenizer, splits["test"], batch_size, max_length, torch_device, two_stream)
+    _, scores = evaluate_examples(trainee, tokenizer, splits["test"], batch_size, max_length, torch_device, two_stream)
     test: dict[str, dict[str, float]] = {}
     reports = []
     for column, name in enumerate(targets):
@@ -320,7 +320,7 @@ def augment(visual: np.ndarray, stride: int, token_dropout: float, rng: np.rando
     return kept
 
 
-def predict(
+def evaluate_examples(
     model: nn.Module,
     tokenizer: VideoBertTokenizer,
     examples: Examples,
@@ -328,38 +328,21 @@ def predict(
     max_length: int,
     device: torch.device,
     two_stream: bool = False,
-) -> dict[str, np.ndarray]:
-    """Target -> (examples, labels) scores of `model` in eval mode (`two_stream`: inputs of the two-stream model)."""
-    model.eval()
-    parts: dict[str, list[np.ndarray]] = {}
-    with torch.inference_mode():
-        for start in range(0, len(examples), batch_size):
-            rows = np.arange(start, min(start + batch_size, len(examples)))
-            chunk = examples.subset(rows)
-            batch = _batch(tokenizer, chunk.texts, chunk.visual, None, max_length, device, two_stream)
-            for name, logits in model(**batch).target_logits.items():
-                parts.setdefault(name, []).append(logits.float().cpu().numpy())
-    return {name: np.concatenate(chunks) for name, chunks in parts.items()}
-
-
-def _mean_loss(
-    model: nn.Module,
-    tokenizer: VideoBertTokenizer,
-    examples: Examples,
-    batch_size: int,
-    max_length: int,
-    device: torch.device,
-    two_stream: bool,
-) -> float:
-    """Loss on `examples` in eval mode, averaged over examples."""
+) -> tuple[float, dict[str, np.ndarray]]:
+    """One pass in eval mode: the loss averaged over examples, and target -> (examples, labels) scores
+    (`two_stream`: inputs of the two-stream model)."""
     model.eval()
     total = 0.0
+    parts: dict[str, list[np.ndarray]] = {}
     with torch.inference_mode():
         for start in range(0, len(examples), batch_size):
             chunk = examples.subset(np.arange(start, min(start + batch_size, len(examples))))
             batch = _batch(tokenizer, chunk.texts, chunk.visual, chunk.labels, max_length, device, two_stream)
-            total += model(**batch).loss.item() * len(chunk)
-    return total / len(examples)
+            output = model(**batch)
+            total += output.loss.item() * len(chunk)
+            for name, logits in output.target_logits.items():
+                parts.setdefault(name, []).append(logits.float().cpu().numpy())
+    return total / len(examples), {name: np.concatenate(chunks) for name, chunks in parts.items()}
 
 
 def _batch(

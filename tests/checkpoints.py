@@ -17,3 +17,18 @@ def save_tiny_bert(directory: Path, vocab: dict[str, int], hidden: int = 32, lay
     BertForPreTraining(config).save_pretrained(directory)
     BertTokenizer(vocab=vocab).save_pretrained(directory)
     return directory
+
+
+def save_tiny_videobert(directory: Path, vocab_dir: Path, words: list[str], hidden: int = 32, layers: int = 2,
+                        intermediate: int = 64) -> Path:
+    """A random tiny VideoBERT over the visual vocabulary in ``vocab_dir`` whose text side is `save_tiny_bert` over
+    ``words`` (the special tokens first), saved as a model directory in ``directory / "model"``."""
+    from videobert.model import VideoBertForPreTraining
+    from videobert.tokenizer.hkmeans import VisualTokenizer
+
+    bert_dir = save_tiny_bert(directory / "bert", {w: i for i, w in enumerate(words)}, hidden=hidden, layers=layers,
+                              intermediate=intermediate)  # fmt: skip
+    visual_tokenizer = VisualTokenizer.from_pretrained(vocab_dir)
+    model = VideoBertForPreTraining.from_text_checkpoint(bert_dir, visual_tokenizer=visual_tokenizer)
+    model.save_pretrained(directory / "model")
+    return directory / "model"

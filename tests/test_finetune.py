@@ -264,6 +264,21 @@ def test_finetune_end_to_end(base_dir, minicook_work, tmp_path):
     assert labels == {name: sorted(set(segments[name].to_pylist())) for name in ("verb", "noun")}
 
 
+def test_finetune_random_encoder_keeps_the_architecture_but_not_the_weights(base_dir, minicook_work, tmp_path):
+    finetune(base_dir, minicook_work, tmp_path, target="verb", encoder="random", epochs=1, batch_size=16,
+             learning_rate=1e-3, device="cpu")  # fmt: skip
+    assert read_json(tmp_path / "metrics.json")["encoder"] == "random"
+    trained = load_finetuned(tmp_path)
+    pretrained = VideoBertForPreTraining.from_pretrained(base_dir)
+    assert trained.config.vocab_size == pretrained.config.vocab_size
+    assert trained.visual_tokenizer.content_hash == pretrained.visual_tokenizer.content_hash
+    # One epoch at 1e-3 moves weights by about 1e-3; a re-drawn embedding differs from the pretrained one everywhere.
+    difference = trained.bert.embeddings.word_embeddings.weight - pretrained.bert.embeddings.word_embeddings.weight
+    assert difference.abs().mean() > 5e-3
+    with pytest.raises(ConfigError, match="method full"):
+        finetune(base_dir, minicook_work, tmp_path / "lora", encoder="random", method="lora")
+
+
 def test_finetune_two_stream_baseline(base_dir, minicook_work, tmp_path):
     finetune(base_dir, minicook_work, tmp_path, target="noun", method="two-stream", epochs=1, batch_size=16,
              with_text=True, device="cpu")  # fmt: skip

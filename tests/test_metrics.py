@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from videobert.tasks.metrics import gold_ranks, retrieval_metrics, top_k_accuracy
+from videobert.tasks.metrics import gold_ranks, relevant_ranks, retrieval_metrics, top_k_accuracy
 
 # Rows are examples, columns candidates. Gold column and its rank (ties counted against gold):
 SCORES = np.array(
@@ -80,3 +80,16 @@ def test_retrieval_metrics_needs_a_square_matrix_and_positive_ks():
         retrieval_metrics(np.eye(2), ks=(0,))
     with pytest.raises(ValueError, match="at least 1"):
         top_k_accuracy(SCORES, GOLD, ks=(0,))
+
+
+def test_relevant_ranks_take_the_best_right_answer_and_count_ties_against_it():
+    scores = np.array([[0.9, 0.5, 0.9, 0.1], [0.2, 0.4, 0.3, 0.4], [0.0, 0.0, 0.0, 0.0]])
+    relevant = np.array([[False, True, True, False], [True, False, True, False], [False, False, False, True]])
+    # row 0: best right answer 0.9 ties with the wrong 0.9 -> 2; row 1: best right 0.3 < 0.4, 0.4 -> 3; row 2: all
+    # tie -> behind the 3 wrong ones: 4.
+    assert relevant_ranks(scores, relevant).tolist() == [2, 3, 4]
+    # One right answer per row is gold_ranks.
+    assert relevant_ranks(SIMILARITY, np.eye(4, dtype=bool)).tolist() == gold_ranks(SIMILARITY, np.arange(4)).tolist()
+    assert retrieval_metrics(scores, ks=(1, 3), relevant=relevant) == {"r1": 0.0, "r3": 2 / 3, "median_rank": 3.0}
+    with pytest.raises(ValueError, match="at least one relevant"):
+        relevant_ranks(scores, np.zeros_like(relevant))

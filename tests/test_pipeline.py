@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 from typer.testing import CliRunner
 
@@ -14,17 +15,32 @@ def test_demo_tiny_runs_every_stage_and_resumes(tmp_path):
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "summary.json").read_text())
     assert summary["videos"] == 12
-    for stage in ("synth", "ingest", "extract", "vocab", "tokenize"):
-        assert summary[f"time_{stage}_s"] >= 0
+    for stage in ("synth", "ingest", "extract", "vocab", "tokenize", "pretrain", "zeroshot", "retrieval",
+                  "finetune-pretrained", "finetune-random", "captioning"):  # fmt: skip
+        assert summary["timings_s"][stage] >= 0
     for label in ("verb", "noun"):
-        assert 0 <= summary[f"{label}_probe_chance"] <= 1 and 0 <= summary[f"{label}_probe_tokens"] <= 1
-    for artifact in ("manifest.parquet", "sentences.parquet", "segments.parquet", "clips.parquet", "tokens.parquet"):
-        assert (out / "work" / artifact).exists()
-    assert "│ verb" in result.output and "│ noun" in result.output  # the token-quality table
+        assert 0 <= summary["token_quality"][f"{label}_probe_tokens"] <= 1
+        for method in ("language_prior", "videobert"):
+            assert 0 <= summary["zeroshot"][method][f"{label}_top1"] <= summary["zeroshot"][method][f"{label}_top5"] <= 1
+        for init in ("pretrained", "random"):
+            assert 0 <= summary["finetune"][init]["test"][label]["top1"] <= 1
+    assert summary["pretraining"]["steps"] == 20
+    assert set(summary["retrieval"]) == {"pool", "alignment", "embedding", "likelihood"}
+    assert set(summary["captioning"]["methods"]) == {"pretrained", "random", "features"}
+    assert set(summary["targets"]) == {"zeroshot verb top-1", "zeroshot noun top-1", "finetune gain",
+                                       "text-to-video R@1"}  # fmt: skip
+    for artifact in ("work/tokens.parquet", "model/model.safetensors", "results.md", "report.html"):
+        assert (out / artifact).is_file()
+    html = (out / "report.html").read_text()
+    assert "Zero-shot action classification" in html and html.count("<svg") >= 2 and "data:image/png;base64" in html
+    assert "Zero-shot action classification (Table 1)" in result.output
+    results = (out / "results.md").read_text()
+    assert re.search(r"\| VideoBERT \| [\d.]+ \|", results)  # the zero-shot row, in percent
 
-    again = CliRunner().invoke(app, ["demo", "--out", str(out), "--size", "tiny"])
+    again = CliRunner().invoke(app, ["demo", "--out", str(out), "--size", "tiny", "--no-captioning"])
     assert again.exit_code == 0, again.output
     assert "extract: done=0 skipped=12" in again.output
+    assert "pretrain: done=0 skipped=1" in again.output
 
 
 def test_demo_rejects_unknown_size(tmp_path):

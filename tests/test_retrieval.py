@@ -17,6 +17,7 @@ from videobert.tasks.retrieval import (
     candidate_pool,
     distinct_captions,
     embedding_similarity,
+    likelihood_similarity,
     pooled_embeddings,
     retrieval,
 )
@@ -60,8 +61,9 @@ def tokenizer(config):
 
 
 class KnownScores:
-    """Stands in for `VideoBertForPreTraining`: the alignment logits of (caption i, video j) are (ALIGNMENT[i, j], 0)
-    and the last hidden state of a token is its row of `embedding`."""
+    """Stands in for `VideoBertForPreTraining`: the alignment logits of (caption i, video j) are (ALIGNMENT[i, j], 0),
+    the last hidden state of a token is its row of `embedding`, and at a labelled (masked) position beside video j the
+    masked-token logit of caption word k is ALIGNMENT[k, j] (0 for every other id, and for every id without video)."""
 
     def __init__(self, config: VideoBertConfig, embedding: torch.Tensor):
         self.config = config
@@ -69,8 +71,16 @@ class KnownScores:
         self.batch_sizes: list[int] = []
 
     def __call__(self, input_ids, attention_mask, token_type_ids, labels, output_hidden_states=False):
-        assert (labels == -100).all(), "retrieval scores no masked position"
         self.batch_sizes.append(len(input_ids))
+        predictions = []
+        for row, ids in enumerate(input_ids.tolist()):
+            videos = [self.config.id_to_visual_token(i) for i in ids if self.config.is_visual(i)]
+            for _ in range(int((labels[row] != -100).sum())):
+                assert ids.count(ID["[MASK]"]) == 1, "one masked caption piece per sequence"
+                logits = torch.zeros(self.config.vocab_size)
+                if videos:
+                    logits[ID["egg"] : T] = torch.from_numpy(ALIGNMENT[:, videos[0]])
+                predictions.append(logits)
         logits = torch.zeros(len(input_ids), 2)
         for row, ids in enumerate(input_ids.tolist()):
             texts = [i - ID["egg"] for i in ids if ID["egg"] <= i < T]
@@ -78,7 +88,8 @@ class KnownScores:
             if texts and videos:
                 logits[row, ALIGNED] = float(ALIGNMENT[texts[0], videos[0]])
         hidden = (self.embedding[input_ids],) if output_hidden_states else None  # (batch, seq, dim)
-        return SimpleNamespace(alignment_logits=logits, hidden_states=hidden)
+        prediction_logits = torch.stack(predictions) if predictions else None  # (labelled, vocab)
+        return SimpleNamespace(alignment_logits=logits, hidden_states=hidden, prediction_logits=prediction_logits)
 
 
 @pytest.fixture
@@ -103,6 +114,25 @@ def test_alignment_similarity_is_the_log_odds_of_every_pair(tokenizer, known):
     assert model.batch_sizes == [4] * 9  # 36 pairs
 
 
+def expected_likelihood() -> np.ndarray:
+    """Caption i is word i said n_i = i % 3 + 1 times; each piece scores log softmax(ALIGNMENT[:, j] over the caption
+    words, 0 for the other text ids)[i] beside video j and log(1 / T) without video."""
+    lengths = np.array([i % 3 + 1 for i in range(len(CAPTIONS))])
+    logits = np.zeros((T, len(VISUAL)))
+    logits[ID["egg"] :] = ALIGNMENT  # (text ids, videos)
+    log_probs = logits - np.log(np.exp(logits).sum(axis=0, keepdims=True))
+    with_video = log_probs[ID["egg"] :]  # (caption words, videos)
+    return lengths[:, None] * (with_video - np.log(1 / T))
+
+
+def test_likelihood_similarity_is_the_masked_word_pmi_of_every_pair(tokenizer, known):
+    model, _ = known
+    scores = likelihood_similarity(model, tokenizer, CAPTIONS, VISUAL, batch_size=3)
+    np.testing.assert_allclose(scores, expected_likelihood(), rtol=1e-6)
+    # Each caption's pieces beside every video and without video: sum_i n_i * (6 + 1) sequences, 3 at a time.
+    assert sum(model.batch_sizes) == sum(i % 3 + 1 for i in range(6)) * 7
+
+
 def test_retrieval_exact_recall_and_median_rank(tokenizer, known):
     model, cosine = known
     results = retrieval(model, tokenizer, CAPTIONS, VISUAL, batch_size=5)
@@ -114,6 +144,10 @@ def test_retrieval_exact_recall_and_median_rank(tokenizer, known):
     assert results["embedding"] == {
         "text_to_video": pytest.approx(retrieval_metrics(cosine)),
         "video_to_text": pytest.approx(retrieval_metrics(cosine.T)),
+    }
+    assert results["likelihood"] == {
+        "text_to_video": pytest.approx(retrieval_metrics(expected_likelihood())),
+        "video_to_text": pytest.approx(retrieval_metrics(expected_likelihood().T)),
     }
     # Video 3 is caption 4's embedding, so text 4 finds video 3 first and its own video second.
     assert cosine[4].argmax() == 3
@@ -154,13 +188,25 @@ def test_embedding_similarity_is_the_inner_product_in_gallery_order():
     np.testing.assert_allclose(embedding_similarity(queries, gallery), queries @ gallery.T, rtol=1e-5, atol=1e-5)
 
 
-def test_candidate_pool_drops_duplicate_captions_and_subsamples_with_a_seed():
+def test_candidate_pool_subsamples_with_a_seed():
     captions = ["Cut the egg", "fry the fish", "cut  the  egg", "add the egg", "roll the bread", "wash the apple"]
-    assert distinct_captions(captions).tolist() == [0, 1, 3, 4, 5]  # the second "cut the egg" is a duplicate
-    assert candidate_pool(captions, max_candidates=100).tolist() == [0, 1, 3, 4, 5]
+    assert distinct_captions(captions).tolist() == [0, 1, 3, 4, 5]  # the second "cut the egg" is a repeat
+    assert candidate_pool(captions, max_candidates=100).tolist() == [0, 1, 2, 3, 4, 5]
     pool = candidate_pool(captions, max_candidates=3, seed=0)
-    assert len(pool) == 3 and set(pool) <= {0, 1, 3, 4, 5} and list(pool) == sorted(pool)
+    assert len(pool) == 3 and list(pool) == sorted(set(pool))
     assert candidate_pool(captions, max_candidates=3, seed=0).tolist() == pool.tolist()
     assert {tuple(candidate_pool(captions, 3, seed=s)) for s in range(10)} != {tuple(pool)}
     with pytest.raises(ConfigError, match="at least 2"):
         candidate_pool(captions, max_candidates=1)
+
+
+def test_repeated_captions_are_one_query_whose_right_answers_are_all_its_videos(tokenizer, known):
+    model, _ = known
+    # Videos 0 and 2 are both captioned "egg": one query "egg" (ALIGNMENT row 0) whose right answers are videos 0 and
+    # 2, and one query "onion" (row 1) for video 1. Alignment scores (query, video): egg (2, 0, 0), onion (1, 1, 0).
+    results = retrieval(model, tokenizer, ["egg", "onion", "egg"], [[0], [1], [2]], batch_size=4)
+    # text to video: egg's best right answer (video 0, score 2) ranks first; onion's video 1 ties with video 0: rank 2.
+    assert results["alignment"]["text_to_video"] == {"r1": 0.5, "r5": 1.0, "r10": 1.0, "median_rank": 1.5}
+    # video to text over the 2 distinct captions: video 0: egg 2 > onion 1 (rank 1); video 1: onion 1 > egg 0 (rank
+    # 1); video 2: egg 0 ties onion 0, counted against egg (rank 2).
+    assert results["alignment"]["video_to_text"] == {"r1": 2 / 3, "r5": 1.0, "r10": 1.0, "median_rank": 1.0}

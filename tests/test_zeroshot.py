@@ -289,13 +289,15 @@ def test_evaluate_retrieval(minicook_model, minicook_work, tmp_path, capsys):
     metrics = read_json(tmp_path / "retrieval" / "metrics.json")
     assert metrics["pool"] == metrics["evaluated"] == report.done == 6
     assert (metrics["max_candidates"], metrics["seed"]) == (6, 1)
-    assert set(metrics["methods"]) == {"alignment", "embedding"}
+    assert set(metrics["methods"]) == {"alignment", "embedding", "likelihood"}
+    assert 2 <= metrics["distinct_captions"] <= 6
     for directions in metrics["methods"].values():
         assert set(directions) == {"text_to_video", "video_to_text"}
         for row in directions.values():
             assert set(row) == {"r1", "r5", "r10", "median_rank"}
             assert 0 <= row["r1"] <= row["r5"] <= row["r10"] == 1.0  # a pool of 6 puts every item in the top 10
             assert 1 <= row["median_rank"] <= 6
+            assert row["r1"] * metrics["distinct_captions"] == pytest.approx(round(row["r1"] * metrics["distinct_captions"]))
     assert "median rank" in capsys.readouterr().out
     # The seeded subsample is reproducible.
     again = evaluate(minicook_model, minicook_work, task="retrieval", max_candidates=6, seed=1, out=tmp_path / "again")

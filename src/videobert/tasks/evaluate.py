@@ -11,7 +11,8 @@ metrics.json (both tasks)::
              {method: {direction: {r1, r5, r10, median_rank}}}                    retrieval
 
 zeroshot adds template, verb_labels and noun_labels (candidate counts); retrieval adds pool (segments ranked),
-duplicate_captions (left out of the pool, see `tasks.retrieval`), max_candidates and seed. Accuracies and recalls
+distinct_captions (the text queries; a caption's right answers are all its segments, see `tasks.retrieval`),
+max_candidates and seed. Accuracies and recalls
 are fractions in [0, 1]; the printed tables show percentages.
 """
 from __future__ import annotations
@@ -38,7 +39,7 @@ from videobert.utils.stage import StageReport, flatten
 from videobert.workdir import WorkDir
 
 STAGE = "evaluate"
-TASKS = ("zeroshot", "retrieval")
+TASKS = ("zeroshot", "retrieval", "caption")
 METRICS_FILE = "metrics.json"
 
 
@@ -52,6 +53,9 @@ def evaluate(
     max_candidates: int = 100,
     seed: int = 0,
     out: Path | None = None,
+    num_beams: int = 4,
+    length_penalty: float = 1.0,
+    no_repeat_ngram_size: int = 0,
     device: str = "auto",
 ) -> StageReport:
     """Evaluate a pretrained VideoBERT on the annotated segments of one split; writes metrics.json.
@@ -59,13 +63,17 @@ def evaluate(
     zeroshot: fill the template's verb and noun slots given the segment's visual tokens and rank the labels of the
     annotations (top-1 / top-5, next to the language prior: the same template without video), as in Table 1 of
     the paper. retrieval: text-to-video and video-to-text between captions and visual tokens, ranked by the
-    alignment head and by pooled embeddings (R@1, R@5, R@10, median rank).
+    alignment head and by pooled embeddings (R@1, R@5, R@10, median rank). caption: MODEL is a caption checkpoint
+    (`videobert finetune --task caption`); its captions of the split are scored as in Table 3 of the paper (BLEU-3,
+    BLEU-4, METEOR, ROUGE-L, CIDEr; `tasks.caption.evaluate_caption`), with captions.jsonl next to metrics.json.
 
     Args:
-        model: Model directory written by `videobert pretrain`.
+        model: Model directory written by `videobert pretrain` (task caption: the OUT or OUT/model of
+            `videobert finetune --task caption`).
         work: Work directory; reads segments.parquet, tokens.parquet and vocab/, which must be the model's visual
             vocabulary.
-        task: zeroshot (action classification by template filling) or retrieval (captions against segments).
+        task: zeroshot (action classification by template filling), retrieval (captions against segments) or
+            caption (caption generation with a caption checkpoint).
         split: Annotation split whose segments are evaluated (e.g. train, val, test).
         template: Zero-shot sentence with two [MASK]s, the verb's first and the noun's second.
         batch_size: Sequences per forward pass.
@@ -73,10 +81,21 @@ def evaluate(
             alignment scoring grows with the square of the pool).
         seed: Retrieval: seed of the candidate subsample.
         out: Folder for metrics.json (default MODEL/eval/TASK-SPLIT).
+        num_beams: Caption: beam width (1: greedy).
+        length_penalty: Caption: beam search length penalty (exponent on the length; > 1 favours longer captions).
+        no_repeat_ngram_size: Caption: never repeat an n-gram of this size in a caption (0: no constraint).
         device: auto (CUDA when available), cuda or cpu.
     """
     if task not in TASKS:
         raise ConfigError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
+    if task == "caption":
+        # Imported here: the caption stage builds on this module's `segment_visual_tokens`.
+        from videobert.tasks.caption import evaluate_caption
+
+        return evaluate_caption(
+            model, work, split=split, num_beams=num_beams, length_penalty=length_penalty,
+            no_repeat_ngram_size=no_repeat_ngram_size, batch_size=batch_size, out=out, device=device,
+        )  # fmt: skip
     if batch_size < 1:
         raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
     if task == "retrieval" and max_candidates < 2:
@@ -171,18 +190,18 @@ def _retrieval(
     captioned = [i for i, c in enumerate(all_captions) if c is not None and c.strip()]
     captions = [all_captions[i] for i in captioned]
     pool = candidate_pool(captions, max_candidates=max_candidates, seed=seed)
-    if len(pool) < 2:
+    texts = [captions[i] for i in pool]
+    if len(distinct_captions(texts)) < 2:
         raise InputError(
             wd.segments,
-            f"retrieval needs at least 2 segments with distinct captions and video in the split, found {len(pool)}",
+            f"retrieval needs segments with at least 2 distinct captions and video in the split, found {len(pool)} "
+            f"segments with {len(distinct_captions(texts))} distinct captions",
         )
-    methods = retrieval(
-        network, network.tokenizer, [captions[i] for i in pool], [visual[captioned[i]] for i in pool], batch_size
-    )
+    methods = retrieval(network, network.tokenizer, texts, [visual[captioned[i]] for i in pool], batch_size)
     return {
         "evaluated": len(pool),
         "pool": len(pool),
-        "duplicate_captions": len(captions) - len(distinct_captions(captions)),
+        "distinct_captions": len(distinct_captions(texts)),
         "max_candidates": max_candidates,
         "seed": seed,
         "methods": methods,

@@ -59,6 +59,9 @@ from videobert.workdir import WorkDir
 logger = logging.getLogger(__name__)
 
 STAGE = "finetune"
+TASKS = ("classify", "caption")
+CLASSIFY_EPOCHS = 5
+CLASSIFY_LEARNING_RATE = 5e-5
 TARGET_CHOICES = {"verb": ("verb",), "noun": ("noun",), "verb+noun": TARGETS}
 TOP_K = (1, 5)
 
@@ -82,11 +85,12 @@ def finetune(
     model: Path,
     work: Path,
     out: Path,
+    task: str = "classify",
     target: str = "verb",
     method: str = "full",
-    epochs: int = 5,
+    epochs: int | None = None,
     batch_size: int = 32,
-    learning_rate: float = 5e-5,
+    learning_rate: float | None = None,
     freeze_layers: int = 0,
     few_shot: int = 0,
     with_text: bool = False,
@@ -96,27 +100,36 @@ def finetune(
     lora_rank: int = 8,
     adapter_size: int = 64,
     num_virtual_tokens: int = 10,
+    encoder: str = "pretrained",
+    decoder_layers: int = 2,
+    with_template: bool = False,
+    denoise_steps: int = 0,
+    num_beams: int = 4,
     seed: int = 0,
     device: str = "auto",
 ) -> StageReport:
-    """Fine-tune a pretrained VideoBERT to classify annotated segments; writes metrics, reports and the checkpoint.
+    """Fine-tune a pretrained VideoBERT to classify or caption annotated segments; writes metrics and the checkpoint.
 
-    Trains on split train, stops early on the val loss and evaluates the best epoch on test (top-1 / top-5,
-    classification report, confusion matrix). Methods other than full save only what they trained, to be loaded on
-    top of MODEL.
+    Trains on split train, stops early on the val loss and evaluates the best epoch on test. classify: top-1 /
+    top-5, classification report, confusion matrix; methods other than full save only what they trained, to be
+    loaded on top of MODEL. caption: a BART decoder on the VideoBERT encoder, test captions scored with BLEU-3/4,
+    METEOR, ROUGE-L and CIDEr (`tasks.caption.finetune_caption`; OUT/model is a self-contained caption checkpoint).
 
     Args:
         model: Model directory written by `videobert pretrain`.
-        work: Work directory; reads segments.parquet (verb, noun, split), tokens.parquet, vocab/ and, with
+        work: Work directory; reads segments.parquet (verb, noun or caption, split), tokens.parquet, vocab/ and, with
             --with-text, sentences.parquet.
-        out: Folder for metrics.json, classification_report.txt, confusion_TARGET.png and the checkpoint.
+        out: Folder for metrics.json, the reports (classify: classification_report.txt, confusion_TARGET.png;
+            caption: captions.jsonl) and the checkpoint.
+        task: classify (verb / noun labels) or caption (generate the segment's caption).
         target: What to predict: verb, noun, or verb+noun (two heads, losses summed).
         method: full, linear (head only), bitfit (biases), adapter (bottleneck adapters), lora, prompt (prompt
             tuning), ia3, or two-stream (the baseline: separate text and visual encoders fused by an MLP, trained
             in full; needs --with-text).
-        epochs: Most passes over the training split.
+        epochs: Most passes over the training split (default 5 for classify, 30 for caption).
         batch_size: Segments per optimisation step.
-        learning_rate: AdamW learning rate (parameter-efficient methods usually want 1e-3 or more).
+        learning_rate: AdamW learning rate (default 5e-5 for classify, 5e-4 for caption; parameter-efficient
+            methods usually want 1e-3 or more).
         freeze_layers: Method full: also freeze the embeddings and the lower N encoder layers.
         few_shot: Train on at most this many segments per class (per verb+noun pair for verb+noun); 0 uses all.
         with_text: Put the segment's narration before its visual tokens.
@@ -127,9 +140,40 @@ def finetune(
         lora_rank: Method lora: rank of the query and value updates.
         adapter_size: Method adapter: bottleneck width of each adapter.
         num_virtual_tokens: Method prompt: number of trained prompt tokens.
+        encoder: pretrained (MODEL's weights) or random (MODEL's architecture and vocabularies, weights drawn at
+            random: the baseline that shows what pretraining brings; task classify needs method full); task caption
+            also takes features (a random encoder over continuous clip features instead of visual words), the rows
+            of the paper's Table 3.
+        decoder_layers: Task caption: number of BART decoder layers.
+        with_template: Task caption: encode the paper's template sentence before the visual tokens.
+        denoise_steps: Task caption: steps of BART text-infilling on the training videos' narration first.
+        num_beams: Task caption: beam width when captioning the test split (1: greedy).
         seed: Seed of initialisation, sampling, shuffling and augmentation.
         device: auto (CUDA when available), cuda or cpu.
     """
+    if task not in TASKS:
+        raise ConfigError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
+    if task == "caption":
+        # Imported here: the caption stage reuses this module's training helpers.
+        from videobert.tasks.caption import CaptionOptions, finetune_caption
+
+        if method != "full" or with_text or few_shot:
+            raise ConfigError("method, with_text and few_shot apply to task classify; task caption trains the "
+                              "whole encoder-decoder on the video (see with_template)")  # fmt: skip
+        return finetune_caption(
+            model, work, out, encoder=encoder, epochs=CaptionOptions.epochs if epochs is None else epochs,
+            batch_size=batch_size, patience=patience,
+            learning_rate=CaptionOptions.learning_rate if learning_rate is None else learning_rate,
+            decoder_layers=decoder_layers, with_template=with_template, denoise_steps=denoise_steps, stride=stride,
+            token_dropout=token_dropout, num_beams=num_beams, seed=seed, device=device,
+        )  # fmt: skip
+    epochs = CLASSIFY_EPOCHS if epochs is None else epochs
+    learning_rate = CLASSIFY_LEARNING_RATE if learning_rate is None else learning_rate
+    if encoder not in ("pretrained", "random"):
+        raise ConfigError(f"task classify: encoder must be pretrained or random, got {encoder!r}")
+    if encoder == "random" and method != "full":
+        raise ConfigError("encoder random trains every weight from scratch: it needs method full (the other methods "
+                          "save only what they train, to be loaded on top of MODEL's pretrained weights)")  # fmt: skip
     if target not in TARGET_CHOICES:
         raise ConfigError(f"unknown target {target!r}; choose one of {', '.join(TARGET_CHOICES)}")
     options = MethodOptions(
@@ -162,6 +206,10 @@ def finetune(
         network = VideoBertTwoStreamForSegmentClassification.from_videobert(model, label_names)
     else:
         network = VideoBertForSegmentClassification.from_pretrained(model, classification_labels=label_names)
+        if encoder == "random":
+            fresh = VideoBertForSegmentClassification(network.config)  # same config, weights drawn with `seed`
+            fresh.tokenizer, fresh.visual_tokenizer = network.tokenizer, network.visual_tokenizer
+            network = fresh
     if network.tokenizer is None:
         raise ConfigError(f"{model}: no text tokenizer files; not a model directory written by `videobert pretrain`")
     tokenizer = network.tokenizer
@@ -218,7 +266,7 @@ def finetune(
     # ---- save
     checkpoint = save_finetuned(trainee, options, model, out)
     metrics: dict[str, Any] = {
-        "model": str(model), "work": str(work), "target": target, "method": method,
+        "model": str(model), "work": str(work), "target": target, "method": method, "encoder": encoder,
         "method_options": options_dict(options), "with_text": with_text, "few_shot": few_shot,
         "stride": stride, "token_dropout": token_dropout, "seed": seed,
         "trainable_parameters": parameters["trainable"], "total_parameters": parameters["total"],

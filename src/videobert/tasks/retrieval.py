@@ -1,13 +1,15 @@
 """Text-to-video and video-to-text retrieval over annotated segments: a segment's caption against its visual tokens.
 
-Candidate pool (`candidate_pool`)
-    One segment per distinct caption (case and spacing ignored; the first in order), so that every query has exactly
-    one correct answer: two segments captioned "cut the tomato" would otherwise give a text query two equally right
-    videos and a video query two identical texts, one of them counted wrong. Scoring every (text, video) pair
-    costs N^2 forward passes, so the pool is then cut to `max_candidates` segments drawn at random with `seed`.
-    Both methods rank the same pool, so their numbers are comparable (recall@K falls as the pool grows).
+Candidate pool (`candidate_pool`) and right answers
+    Scoring every (text, video) pair costs N^2 forward passes, so the pool is at most `max_candidates` segments drawn
+    at random with `seed`. Captions repeat (two segments may both be "cut the tomato"), so the text queries are the
+    pool's distinct captions (case and spacing ignored) and the right answers of a caption are *all* the pool's
+    segments with that caption: text-to-video counts the best-ranked of them (`metrics.relevant_ranks`), and
+    video-to-text ranks the distinct captions, one of which is right. With distinct captions this is the usual
+    one-to-one protocol. All methods rank the same pool, so their numbers are comparable (recall@K falls as the pool
+    grows).
 
-Methods (each gives a (texts, videos) similarity matrix with the true pairs on its diagonal)
+Methods (each gives a (distinct captions, videos) similarity matrix)
     ``alignment``: every pair ``[CLS] caption [>] visual tokens [SEP]`` scored by the alignment head. Ranking is by
     the log-odds ``logit(ALIGNED) - logit(NOT_ALIGNED)``, which orders pairs exactly as P(aligned) does, but does
     not round to 1.0 in float32 for confident pairs (those would tie, and ties count against the gold item).
@@ -15,6 +17,11 @@ Methods (each gives a (texts, videos) similarity matrix with the true pairs on i
     encodings, each the mean of its last hidden states over the sequence's tokens (padding excluded, `[CLS]` and
     `[SEP]` included, which is how the default MiniLM initialisation was trained to embed sentences),
     L2-normalised, and searched exactly by inner product (cosine) with a faiss `IndexFlatIP`.
+    ``likelihood``: how much the video raises the masked-word likelihood of the caption, the pointwise mutual
+    information ``sum_l log P(piece_l | caption with piece l masked, video) - sum_l log P(piece_l | caption with piece
+    l masked)`` (the pseudo-log-likelihood of the caption given the video minus the same without video). It asks the
+    masked-token head, like zero-shot classification, instead of the alignment head; subtracting the text-only term
+    keeps a frequent caption from ranking first for every video. One forward pass per (caption piece, video).
 
 Both directions rank the same similarities: text-to-video a text's videos (a row), video-to-text a video's texts
 (a column); the embeddings are searched once each way.
@@ -36,7 +43,7 @@ from videobert.tasks.metrics import retrieval_metrics
 from videobert.tasks.zeroshot import encode_batch, model_device
 from videobert.utils.errors import ConfigError
 
-METHODS = ("alignment", "embedding")
+METHODS = ("alignment", "embedding", "likelihood")
 DIRECTIONS = ("text_to_video", "video_to_text")
 RECALL_AT = (1, 5, 10)
 
@@ -45,19 +52,22 @@ def distinct_captions(captions: Sequence[str]) -> np.ndarray:
     """Sorted indices into `captions` of the first segment of each distinct caption (case and spacing ignored)."""
     first: dict[str, int] = {}
     for i, caption in enumerate(captions):
-        first.setdefault(" ".join(caption.lower().split()), i)
+        first.setdefault(_caption_key(caption), i)
     return np.asarray(sorted(first.values()), dtype=np.int64)
 
 
 def candidate_pool(captions: Sequence[str], max_candidates: int, seed: int = 0) -> np.ndarray:
-    """Sorted indices into `captions`: the `distinct_captions`, of which at most `max_candidates` drawn without
-    replacement with `seed` (module docstring)."""
+    """Sorted indices into `captions`: all of them, or `max_candidates` drawn without replacement with `seed`
+    (module docstring)."""
     if max_candidates < 2:
         raise ConfigError(f"max_candidates must be at least 2 (one right answer and one wrong), got {max_candidates}")
-    distinct = distinct_captions(captions)
-    if len(distinct) <= max_candidates:
-        return distinct
-    return np.sort(np.random.default_rng(seed).choice(distinct, size=max_candidates, replace=False))
+    if len(captions) <= max_candidates:
+        return np.arange(len(captions), dtype=np.int64)
+    return np.sort(np.random.default_rng(seed).choice(len(captions), size=max_candidates, replace=False))
+
+
+def _caption_key(caption: str) -> str:
+    return " ".join(caption.lower().split())
 
 
 def alignment_similarity(
@@ -86,6 +96,52 @@ def alignment_similarity(
         logits = model(**batch, labels=no_labels).alignment_logits.double()  # (batch, 2)
         scores[pairs] = (logits[:, ALIGNED] - logits[:, NOT_ALIGNED]).cpu().numpy()
     return scores.reshape(n_texts, n_videos)  # (texts, videos)
+
+
+def likelihood_similarity(
+    model: Any,
+    tokenizer: VideoBertTokenizer,
+    texts: Sequence[str],
+    visual_tokens: Sequence[Sequence[int]],
+    batch_size: int = 64,
+) -> np.ndarray:
+    """(texts, videos) masked-word pointwise mutual information of every caption with every video (module docstring).
+
+    `model` is called like `VideoBertForPreTraining` and returns `prediction_logits` of the labelled positions; it
+    runs as it is (the caller chooses eval mode and gradient handling).
+    """
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
+    config = tokenizer.config
+    device = model_device(model)
+    contexts: list[Sequence[int] | None] = [*visual_tokens, None]  # the last column: without video
+    scores = np.zeros((len(texts), len(contexts)))
+    longest = max(visual_tokens, key=len)
+    for i, text in enumerate(tqdm(texts, desc="caption likelihood", leave=False, disable=None)):
+        jobs = [(j, piece) for j in range(len(contexts)) for piece in range(_text_length(tokenizer, text, longest))]
+        for start in range(0, len(jobs), batch_size):
+            chunk = jobs[start : start + batch_size]
+            batch = encode_batch(tokenizer, [text] * len(chunk), [contexts[j] for j, _ in chunk], device)
+            rows = torch.arange(len(chunk), device=device)
+            # Text pieces sit at positions 1..L, right after [CLS] (model.tokenization).
+            positions = torch.tensor([1 + piece for _, piece in chunk], device=device)
+            gold = batch["input_ids"][rows, positions]  # (chunk,)
+            labels = torch.full_like(batch["input_ids"], IGNORE_INDEX)
+            labels[rows, positions] = gold
+            batch["input_ids"][rows, positions] = config.mask_token_id
+            logits = model(**batch, labels=labels).prediction_logits  # (chunk, vocab): one labelled position a row
+            log_probs = logits[:, : config.text_vocab_size].double().log_softmax(dim=-1)  # (chunk, text_vocab)
+            picked = log_probs[rows, gold].cpu().numpy()
+            np.add.at(scores[i], [j for j, _ in chunk], picked)
+    return scores[:, :-1] - scores[:, -1:]  # (texts, videos)
+
+
+def _text_length(tokenizer: VideoBertTokenizer, text: str, longest: Sequence[int]) -> int:
+    """Word pieces of `text` kept by every encoding of it (a long text is cut to fit the model's positions, more so
+    beside the longest visual sequence)."""
+    alone = len(tokenizer.encode(text, None)["input_ids"]) - 2  # [CLS] text [SEP]
+    beside = tokenizer.encode(text, longest)["token_type_ids"].count(0) - 2  # [CLS] text [>]
+    return min(alone, beside)
 
 
 def pooled_embeddings(
@@ -138,16 +194,23 @@ def retrieval(
     visual_tokens: Sequence[Sequence[int]],
     batch_size: int = 64,
 ) -> dict[str, dict[str, dict[str, float]]]:
-    """method -> direction -> {r1, r5, r10, median_rank} for the pairs (`texts[i]`, `visual_tokens[i]`).
+    """method -> direction -> {r1, r5, r10, median_rank} for the segments (`texts[i]`, `visual_tokens[i]`); texts may
+    repeat (module docstring: the queries are the distinct texts, a text's right answers all its segments).
 
-    Methods ``alignment`` and ``embedding``, directions ``text_to_video`` and ``video_to_text`` (module docstring).
+    Methods ``alignment``, ``embedding`` and ``likelihood``, directions ``text_to_video`` and ``video_to_text``.
     """
     if len(texts) != len(visual_tokens):
         raise ValueError(f"got {len(texts)} texts but {len(visual_tokens)} visual sequences")
     if len(texts) < 2:
         raise ValueError(f"retrieval needs at least 2 pairs, got {len(texts)}")
-    aligned = alignment_similarity(model, tokenizer, texts, visual_tokens, batch_size)  # (texts, videos)
-    text_embeddings = pooled_embeddings(model, tokenizer, texts=texts, batch_size=batch_size)  # (n, hidden)
+    queries = [texts[i] for i in distinct_captions(texts)]
+    if len(queries) < 2:
+        raise ValueError("retrieval needs at least 2 distinct texts")
+    keys = np.array([_caption_key(t) for t in texts])
+    relevant = np.array([_caption_key(q) for q in queries])[:, None] == keys[None, :]  # (queries, videos)
+    aligned = alignment_similarity(model, tokenizer, queries, visual_tokens, batch_size)  # (queries, videos)
+    likely = likelihood_similarity(model, tokenizer, queries, visual_tokens, batch_size)  # (queries, videos)
+    text_embeddings = pooled_embeddings(model, tokenizer, texts=queries, batch_size=batch_size)  # (queries, hidden)
     video_embeddings = pooled_embeddings(model, tokenizer, visual_tokens=visual_tokens, batch_size=batch_size)
     similarities = {
         "alignment": {"text_to_video": aligned, "video_to_text": aligned.T},
@@ -155,8 +218,13 @@ def retrieval(
             "text_to_video": embedding_similarity(text_embeddings, video_embeddings),
             "video_to_text": embedding_similarity(video_embeddings, text_embeddings),
         },
+        "likelihood": {"text_to_video": likely, "video_to_text": likely.T},
     }
+    right = {"text_to_video": relevant, "video_to_text": relevant.T}
     return {
-        method: {direction: retrieval_metrics(similarities[method][direction], RECALL_AT) for direction in DIRECTIONS}
+        method: {
+            direction: retrieval_metrics(similarities[method][direction], RECALL_AT, relevant=right[direction])
+            for direction in DIRECTIONS
+        }
         for method in METHODS
     }

@@ -25,6 +25,15 @@ data. Where a node cannot be split ``k`` ways:
 Features can be preprocessed before clustering (``normalize``); the fitted statistics are stored with the
 tree and applied again in :meth:`VisualTokenizer.encode`. Centroids live in that *working* space;
 :meth:`VisualTokenizer.centroids` maps them back to the input feature space.
+
+A vocabulary may also remember how its features were made (:class:`FeatureSource`: backbone, feature dimension,
+clip sampling), so that a model directory that carries it can tokenize a new video on its own
+(``videobert predict``). That record is stored in ``config.json`` but is *not* part of the content hash: the hash
+identifies the mapping from feature vectors to words, which is what ``tokens.parquet`` and a trained model's
+config record. Keeping the record out of it leaves every existing hash valid, and lets the record be added to an
+older vocabulary (or a model's ``visual_vocab/``) without orphaning the models trained on it. Mixing features
+made another way with a vocabulary is guarded where features meet it (``tokenize`` compares the feature store's
+meta.json with the one recorded when the vocabulary was fitted; ``predict`` extracts with this record).
 """
 from __future__ import annotations
 
@@ -124,13 +133,65 @@ class VisualVocabConfig:
         return self.k**self.depth
 
 
+@dataclass(frozen=True)
+class FeatureSource:
+    """How the clip features of a vocabulary were made: enough to make them again for a new video (the fields of
+    the feature store's ``meta.json``, see :mod:`videobert.features.store`)."""
+
+    backbone: str
+    """Backbone spec as :func:`videobert.features.backbones.get_backbone` takes it (``pixels``, ``hf:<dir or id>``,
+    ``hf-image:<dir or id>``)."""
+    dim: int
+    """Feature dimension the backbone produces; must equal the vocabulary's input dimension."""
+    fps: float
+    """Frame rate the clips were sampled at."""
+    clip_frames: int
+    """Frames per clip (clips last ``clip_frames / fps`` seconds, non-overlapping)."""
+    size: tuple[int, int]
+    """(height, width) the decoder scaled frames to, the backbone's input size."""
+
+    KEYS = ("backbone", "dim", "fps", "clip_frames", "size")
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.backbone, str) or not self.backbone:
+            raise ConfigError(f"backbone must be a non-empty string, got {self.backbone!r}")
+        for name in ("dim", "clip_frames"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+            object.__setattr__(self, name, int(value))
+        if isinstance(self.fps, bool) or not isinstance(self.fps, (int, float)) or not self.fps > 0:
+            raise ConfigError(f"fps must be a positive number, got {self.fps!r}")
+        object.__setattr__(self, "fps", float(self.fps))
+        size = tuple(self.size) if isinstance(self.size, (list, tuple)) else ()
+        positive = [isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0 for v in size]
+        if len(size) != 2 or not all(positive):
+            raise ConfigError(f"size must be (height, width) positive integers, got {self.size!r}")
+        object.__setattr__(self, "size", (int(size[0]), int(size[1])))
+
+    @classmethod
+    def from_meta(cls, meta: dict) -> "FeatureSource | None":
+        """From a feature store's ``meta.json`` (or this class's :meth:`to_meta`); None when it lacks one of the
+        fields (features written by other means than ``extract``). Invalid values raise :class:`ConfigError`."""
+        if not all(key in meta for key in cls.KEYS):
+            return None
+        return cls(**{key: meta[key] for key in cls.KEYS})
+
+    def to_meta(self) -> dict:
+        """The fields in the layout of the feature store's ``meta.json`` (``size`` as a list)."""
+        return {"backbone": self.backbone, "dim": self.dim, "fps": self.fps, "clip_frames": self.clip_frames,
+                "size": list(self.size)}  # fmt: skip
+
+
 class VisualTokenizer:
     """Hierarchical k-means vocabulary: :meth:`fit` on (N, D) clip features, :meth:`encode` features to
     int32 visual words in ``[0, vocab_size)``, :meth:`save_pretrained` / :meth:`from_pretrained` a
-    directory (``config.json`` + ``centroids.safetensors``; no pickle)."""
+    directory (``config.json`` + ``centroids.safetensors``; no pickle). ``feature_source``, when known, says how
+    the features were made (module docstring); it travels with the saved files but not in the content hash."""
 
-    def __init__(self, config: VisualVocabConfig | None = None):
+    def __init__(self, config: VisualVocabConfig | None = None, feature_source: FeatureSource | None = None):
         self.config = config or VisualVocabConfig()
+        self.feature_source = feature_source
         self.dim: int | None = None  # input feature dimension, known after fit
         self._pre: dict[str, np.ndarray] = {}
         self._centroids: list[np.ndarray] = []  # level l (1-based) at [l-1]: (k**l, D_work) float32
@@ -150,6 +211,7 @@ class VisualTokenizer:
         if cfg.pca_dim > x.shape[1]:
             raise ConfigError(f"pca_dim={cfg.pca_dim} exceeds the feature dimension {x.shape[1]}")
         self.dim = x.shape[1]
+        self._check_feature_source()
         self._pre = _fit_preprocess(x, cfg.normalize, cfg.pca_dim)
         z = _apply_preprocess(x, self._pre, cfg.normalize)  # (N, D_work)
         del x
@@ -302,6 +364,7 @@ class VisualTokenizer:
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
         """Write ``config.json`` and ``centroids.safetensors`` into ``directory`` (each file atomically)."""
         self._require_fitted()
+        self._check_feature_source()
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         with atomic_path(directory / TENSORS_FILE) as tmp:
@@ -315,6 +378,7 @@ class VisualTokenizer:
                 "dim": self.dim,
                 "vocab_size": self.vocab_size,
                 "content_hash": self.content_hash,
+                "feature_source": self.feature_source.to_meta() if self.feature_source is not None else None,
             },
         )
         return directory
@@ -329,6 +393,16 @@ class VisualTokenizer:
             tok = cls(VisualVocabConfig(**meta["config"]))
         except TypeError as exc:
             raise InputError(directory / CONFIG_FILE, f"invalid visual vocabulary config ({exc})") from exc
+        # Vocabularies saved before the feature source was recorded have no such key: they load without it.
+        if meta.get("feature_source") is not None:
+            try:
+                tok.feature_source = FeatureSource.from_meta(meta["feature_source"])
+            except (ConfigError, TypeError) as exc:
+                raise InputError(directory / CONFIG_FILE, f"invalid feature_source ({exc})") from exc
+            if tok.feature_source is None:
+                raise InputError(
+                    directory / CONFIG_FILE, f"feature_source lacks one of {', '.join(FeatureSource.KEYS)}"
+                )
         tensors_path = directory / TENSORS_FILE
         if not tensors_path.exists():
             raise InputError(tensors_path, "not found; the visual vocabulary directory is incomplete")
@@ -342,6 +416,10 @@ class VisualTokenizer:
         except KeyError as exc:
             raise InputError(tensors_path, f"missing tensor {exc}") from exc
         tok._sqnorms = [_sqnorms(c) for c in tok._centroids]
+        try:
+            tok._check_feature_source()
+        except ConfigError as exc:
+            raise InputError(directory / CONFIG_FILE, str(exc)) from exc
         if tok.content_hash != meta.get("content_hash"):
             raise InputError(
                 directory,
@@ -349,6 +427,13 @@ class VisualTokenizer:
                 "the vocabulary files are corrupt or were edited",
             )
         return tok
+
+    def _check_feature_source(self) -> None:
+        if self.feature_source is not None and self.dim is not None and self.feature_source.dim != self.dim:
+            raise ConfigError(
+                f"feature_source says the backbone gives {self.feature_source.dim}-d features, the vocabulary is "
+                f"fitted on {self.dim}-d ones"
+            )
 
     def _require_fitted(self) -> None:
         if not self._centroids:
@@ -367,7 +452,8 @@ def token_path(token: int, k: int, depth: int) -> tuple[int, ...]:
 
 
 def read_vocab_config(directory: str | os.PathLike) -> dict:
-    """The ``config.json`` of a saved vocabulary (config, dim, vocab_size, content_hash)."""
+    """The ``config.json`` of a saved vocabulary (config, dim, vocab_size, content_hash, and feature_source: the
+    :meth:`FeatureSource.to_meta` dict, None or absent when unknown)."""
     path = Path(directory) / CONFIG_FILE
     if not path.exists():
         raise InputError(path, "not found; not a visual vocabulary directory")

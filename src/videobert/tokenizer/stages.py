@@ -2,7 +2,8 @@
 check of DESIGN.md §6.
 
 ``vocab`` fits the hierarchical k-means vocabulary on (a sample of) the clip features and writes
-``WORK/vocab/`` (the :class:`VisualTokenizer` files plus ``source.json``: which features, how sampled).
+``WORK/vocab/`` (the :class:`VisualTokenizer` files, which also record how the features were made -- backbone
+and clip sampling -- plus ``source.json``: which features, how sampled).
 ``tokenize`` writes ``WORK/tokens.parquet``, one row per clip in clip-table order, with the vocabulary's
 content hash and the features' fingerprint in the Parquet key-value metadata so that later stages can
 refuse tokens made with another vocabulary. ``inspect-vocab`` shows how the clips spread over the words
@@ -19,7 +20,7 @@ import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -27,11 +28,20 @@ import pyarrow.parquet as pq
 
 from videobert.data.schema import TOKENS
 from videobert.features.store import FeatureStore
-from videobert.tokenizer.hkmeans import VisualTokenizer, VisualVocabConfig, read_vocab_config, token_path
+from videobert.tokenizer.hkmeans import (
+    FeatureSource,
+    VisualTokenizer,
+    VisualVocabConfig,
+    read_vocab_config,
+    token_path,
+)
 from videobert.utils.errors import ConfigError, ErrorLog, InputError, VideoBertError
 from videobert.utils.io import atomic_path, file_sha256, read_json, write_json
 from videobert.utils.stage import StageReport
 from videobert.workdir import WorkDir
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 SOURCE_FILE = "source.json"
 META_VOCAB_HASH = b"videobert.vocab_hash"
@@ -80,10 +90,14 @@ def vocab(
     # changes nothing and must not ask for --overwrite
     fit_points = min(len(store), max_points)
     wanted = {"config": asdict(config), "features": features_fingerprint(store), "fit_points": fit_points}
+    # How the features were made travels with the vocabulary (and into a model trained on it), so the model can
+    # tokenize new videos by itself; None for a feature store not written by `extract`.
+    feature_source = FeatureSource.from_meta(store.meta)
     report = StageReport("vocab", outputs={"vocab": str(wd.vocab)})
     if wd.vocab.exists():
         existing = _vocab_provenance(wd.vocab)
         if existing == wanted:
+            _add_feature_source(wd.vocab, feature_source)
             report.skipped = 1
             report.stats.update(_vocab_stats(wd.vocab))
             return report
@@ -97,7 +111,7 @@ def vocab(
     t0 = time.perf_counter()
     sample = _sample_rows(len(store), fit_points, seed)
     features = _gather(store, sample)  # (n_fit, D)
-    tokenizer = VisualTokenizer(config).fit(features)
+    tokenizer = VisualTokenizer(config, feature_source=feature_source).fit(features)
     used = int(np.unique(tokenizer.encode(features)).size)
     seconds = time.perf_counter() - t0
     source = {
@@ -128,6 +142,16 @@ def features_fingerprint(store: FeatureStore) -> str:
         for path in (index.with_suffix(".npy"), index):
             h.update(f"{path.name}:{file_sha256(path)}\n".encode())
     return h.hexdigest()
+
+
+def _add_feature_source(directory: Path, feature_source: FeatureSource | None) -> None:
+    """Record ``feature_source`` in a vocabulary saved before vocabularies recorded it. The content hash does not
+    cover it (see :mod:`videobert.tokenizer.hkmeans`), so the tokens made with the vocabulary stay valid."""
+    if feature_source is None or read_vocab_config(directory).get("feature_source") is not None:
+        return
+    tokenizer = VisualTokenizer.from_pretrained(directory)
+    tokenizer.feature_source = feature_source
+    tokenizer.save_pretrained(directory)
 
 
 def _vocab_provenance(directory: Path) -> dict[str, Any] | None:
@@ -283,12 +307,7 @@ def inspect_vocab(
     if top < 0 or max_clips < 1:
         raise ConfigError(f"top must be >= 0 and max_clips >= 1, got top={top}, max_clips={max_clips}")
     wd = WorkDir(work)
-    meta = read_vocab_config(wd.require(wd.vocab, "vocab"))
-    tokens_table = pq.read_table(wd.require(wd.tokens, "tokenize"))
-    if tokens_metadata(wd.tokens).get("vocab_hash") != meta["content_hash"]:
-        raise ConfigError(
-            f"{wd.tokens} was made with another vocabulary than {wd.vocab}; run `videobert tokenize` again"
-        )
+    meta, tokens_table = load_tokens(work)
     vocab_size, k, depth = meta["vocab_size"], meta["config"]["k"], meta["config"]["depth"]
     if not -1 <= token < vocab_size:
         raise ConfigError(f"token must be -1 or in [0, {vocab_size}), got {token}")
@@ -326,6 +345,19 @@ def inspect_vocab(
             report.failed = _write_token_grid(wd, tokens_table.take(picked), out, title)
             report.outputs["thumbnails"] = str(out)
     return report
+
+
+def load_tokens(work: str | os.PathLike) -> tuple[dict[str, Any], pa.Table]:
+    """The work directory's vocabulary config (:func:`read_vocab_config`) and its tokens.parquet table, after
+    checking that the tokens were made with that vocabulary."""
+    wd = WorkDir(work)
+    meta = read_vocab_config(wd.require(wd.vocab, "vocab"))
+    tokens_table = pq.read_table(wd.require(wd.tokens, "tokenize"))
+    if tokens_metadata(wd.tokens).get("vocab_hash") != meta["content_hash"]:
+        raise ConfigError(
+            f"{wd.tokens} was made with another vocabulary than {wd.vocab}; run `videobert tokenize` again"
+        )
+    return meta, tokens_table
 
 
 def token_histogram(counts: np.ndarray) -> dict[str, Any]:
@@ -398,51 +430,73 @@ def _path(token: int, k: int, depth: int) -> str:
     return ".".join(map(str, token_path(token, k, depth)))
 
 
-def _write_token_grid(wd: WorkDir, clips: pa.Table, out: Path, title: str) -> int:
-    """Write a PNG grid of the middle frame of each clip; returns the number of clips that could not be
-    decoded (each recorded in errors.jsonl and drawn as a grey cell)."""
-    from PIL import Image, ImageDraw, ImageOps
-
+def manifest_paths(work: str | os.PathLike) -> dict[str, str]:
+    """Video id -> file path, from the work directory's manifest.parquet."""
+    wd = WorkDir(work)
     manifest = pq.read_table(wd.require(wd.manifest, "ingest"), columns=["video", "path"])
-    paths = dict(zip(manifest["video"].to_pylist(), manifest["path"].to_pylist()))
+    return dict(zip(manifest["video"].to_pylist(), manifest["path"].to_pylist()))
+
+
+def _write_token_grid(wd: WorkDir, clips: pa.Table, out: Path, title: str) -> int:
+    """Write :func:`thumbnail_grid` of ``clips`` as a PNG; returns the number of clips that could not be decoded
+    (each recorded in errors.jsonl)."""
     log = ErrorLog(wd.errors, "inspect-vocab")
     log.clear_stage()  # the failures of an earlier grid are re-discovered if they still hold
+    grid, failures = thumbnail_grid(clips, manifest_paths(wd.root), title)
+    for item, exc in failures:
+        log.record(item, exc)
+    with atomic_path(out) as tmp:
+        grid.save(tmp, format="PNG")
+    return len(failures)
+
+
+def thumbnail_grid(
+    clips: pa.Table, paths: Mapping[str, str], title: str, cell: tuple[int, int] = THUMB_SIZE
+) -> tuple["Image.Image", list[tuple[str, Exception]]]:
+    """A grid (about square) of the middle frame of each clip (a table with video, start, end; ``paths`` maps
+    video ids to files), each labelled ``video@start``, with ``title`` on top; ``cell`` is (width, height).
+    Returns the RGB image and the clips that could not be decoded, as (``video@start``, error): they are drawn as
+    grey cells, so one bad file does not lose the others."""
+    from PIL import Image, ImageDraw
+
     n = clips.num_rows
-    cols = math.ceil(math.sqrt(n))
-    rows = math.ceil(n / cols)
-    width, height = THUMB_SIZE
+    cols = max(1, math.ceil(math.sqrt(n)))
+    rows = max(1, math.ceil(n / cols))
+    width, height = cell
     grid = Image.new("RGB", (cols * width, rows * height), (0, 0, 0))
     draw = ImageDraw.Draw(grid)
-    failed = 0
+    failures: list[tuple[str, Exception]] = []
     for i, clip in enumerate(clips.select(["video", "start", "end"]).to_pylist()):
         x, y = (i % cols) * width, (i // cols) * height
         item = f"{clip['video']}@{clip['start']:.2f}s"
         try:
             if clip["video"] not in paths:
-                raise InputError(wd.manifest, f"no manifest row for video {clip['video']!r}")
-            frame = _middle_frame(paths[clip["video"]], clip["start"], clip["end"])
-            thumb = ImageOps.contain(Image.fromarray(frame), THUMB_SIZE)  # scaled up or down, aspect kept
+                raise InputError(clip["video"], "no file known for this video (not in the manifest)")
+            thumb = clip_thumbnail(paths[clip["video"]], clip["start"], clip["end"], cell)
             grid.paste(thumb, (x + (width - thumb.width) // 2, y + (height - thumb.height) // 2))
         except (VideoBertError, OSError) as exc:
-            log.record(item, exc)
-            failed += 1
+            failures.append((item, exc))
             draw.rectangle([x, y, x + width - 1, y + height - 1], fill=(96, 96, 96))
         draw.rectangle([x, y + height - 12, x + width - 1, y + height - 1], fill=(0, 0, 0))
         draw.text((x + 2, y + height - 12), item[-26:], fill=(255, 255, 255))
     draw.text((2, 2), title, fill=(255, 255, 0))
-    with atomic_path(out) as tmp:
-        grid.save(tmp, format="PNG")
-    return failed
+    return grid, failures
 
 
-def _middle_frame(path: str, start: float, end: float) -> np.ndarray:
-    """(H, W, 3) uint8 RGB: the first frame at or after the middle of the clip [start, end)."""
+def clip_thumbnail(
+    path: str | os.PathLike, start: float, end: float, size: tuple[int, int] = THUMB_SIZE
+) -> "Image.Image":
+    """The first frame at or after the middle of ``[start, end)`` of the video at ``path``, scaled up or down to fit
+    ``size`` = (width, height) with its aspect ratio kept, as an RGB PIL image."""
+    from PIL import Image, ImageOps
+
     from videobert.data.video import decode_frames
 
     frames = decode_frames(path, start=(start + end) / 2, end=end)
     try:
-        return next(frames).array
+        frame = next(frames).array  # (H, W, 3) uint8 RGB
     except StopIteration:
         raise InputError(path, f"no frame between {(start + end) / 2:.3f}s and {end:.3f}s") from None
     finally:
         frames.close()
+    return ImageOps.contain(Image.fromarray(frame), size)

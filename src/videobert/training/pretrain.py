@@ -44,6 +44,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import torch
 import torch.nn.functional as F
 from accelerate import PartialState
@@ -53,6 +56,8 @@ from transformers import (
     AutoTokenizer,
     BertConfig,
     BertForPreTraining,
+    BertTokenizerFast,
+    PreTrainedTokenizerBase,
     SchedulerType,
     Trainer,
     TrainerCallback,
@@ -74,7 +79,7 @@ from videobert.training.data import (
     PretrainDataConfig,
     PretrainStream,
 )
-from videobert.utils.errors import ConfigError
+from videobert.utils.errors import ConfigError, InputError
 from videobert.utils.io import read_json, write_json
 from videobert.utils.stage import StageReport, flatten
 from videobert.workdir import WorkDir
@@ -88,6 +93,10 @@ RUN_FILE = "run.json"
 METRICS_FILE = "metrics.json"
 _STAGING = ".model.tmp"
 _SCRATCH = re.compile(r"scratch:(\d+)x(\d+)")
+# The WordPiece trainer's alphabet and special tokens alone take about 100 entries.
+_MIN_TEXT_VOCAB = 200
+_SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+TEXT_VOCAB = "text_vocab"
 
 # Settings that may change when an interrupted run resumes: they do not change what is trained.
 _CADENCE_FIELDS = ("save_steps", "save_total_limit", "eval_steps", "logging_steps")
@@ -99,14 +108,23 @@ class PretrainConfig:
 
     init: str = "minilm"
     """Text initialisation: ``minilm`` (the offline all-MiniLM-L6-v2 BERT), a BERT directory or Hub id, or
-    ``scratch:LAYERSxHIDDEN`` (a random BERT with MiniLM's WordPiece vocabulary, max(1, HIDDEN // 64) heads and a
-    4 x HIDDEN feed-forward layer)."""
+    ``scratch:LAYERSxHIDDEN`` (a random BERT with MiniLM's WordPiece vocabulary, or ``text_vocab``'s, max(1,
+    HIDDEN // 64) heads and a 4 x HIDDEN feed-forward layer)."""
+    text_vocab: int = 0
+    """Scratch initialisations only: train a WordPiece vocabulary of at most this many entries on the narration of
+    the training videos (Hugging Face ``tokenizers``, BERT's lowercasing normaliser and pre-tokeniser) instead of
+    using MiniLM's 30,522. A BERT trained from scratch gains nothing from word pieces its corpus never uses, and on
+    CPU the embedding table's optimizer update and the output projection over 30k ids cost about half of a small
+    model's step. 0 keeps MiniLM's vocabulary."""
     visual_init: str = "centroids"
     """Visual word embeddings: ``centroids`` (projected k-means centroids) or ``random``."""
     data: PretrainDataConfig = field(default_factory=PretrainDataConfig)
     """Examples, batching and masking."""
     max_steps: int = 1000
     """Optimizer steps."""
+    alignment_weight: float = 1.0
+    """Weight of the alignment loss against the masked-token loss (the paper sums them: 1). The alignment head sees
+    only the text-video pairs, a fraction of each batch, and its signal is slower to learn than masked words."""
     learning_rate: float = 1e-4
     """Peak learning rate of AdamW."""
     lr_schedule: str = "linear"
@@ -145,6 +163,10 @@ class PretrainConfig:
             raise ConfigError(f"visual_init must be 'centroids' or 'random', got {self.visual_init!r}")
         if self.init.startswith("scratch") and not _SCRATCH.fullmatch(self.init):
             raise ConfigError(f"init {self.init!r}: write a random BERT as scratch:LAYERSxHIDDEN, e.g. scratch:2x64")
+        if self.text_vocab and not _SCRATCH.fullmatch(self.init):
+            raise ConfigError(f"text_vocab replaces the vocabulary of a random BERT; init {self.init!r} brings its own")
+        if self.text_vocab and self.text_vocab < _MIN_TEXT_VOCAB:
+            raise ConfigError(f"text_vocab must be 0 or at least {_MIN_TEXT_VOCAB}, got {self.text_vocab}")
         for name in ("max_steps", "grad_accum", "save_steps", "save_total_limit", "logging_steps"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -153,6 +175,8 @@ class PretrainConfig:
                 raise ConfigError(f"{name} must be non-negative, got {getattr(self, name)}")
         if self.learning_rate <= 0:
             raise ConfigError(f"learning_rate must be positive, got {self.learning_rate}")
+        if self.alignment_weight < 0:
+            raise ConfigError(f"alignment_weight must be non-negative, got {self.alignment_weight}")
         try:
             SchedulerType(self.lr_schedule)
         except ValueError:
@@ -253,8 +277,9 @@ class PretrainTrainer(Trainer):
     # compute_loss returns the batch mean, which the Trainer divides by the number of accumulated batches.
     loss_is_scaled_for_ga = False
 
-    def __init__(self, *args: Any, **kwargs: Any):
+    def __init__(self, *args: Any, alignment_weight: float = 1.0, **kwargs: Any):
         super().__init__(*args, **kwargs)
+        self.alignment_weight = alignment_weight
         # The model's forward takes **kwargs (attention options for BertModel); the Trainer would read that as "the
         # model normalises its loss by num_items_in_batch", which it does not.
         self.model_accepts_loss_kwargs = False
@@ -283,7 +308,8 @@ class PretrainTrainer(Trainer):
         # takes part in every step and DDP needs no unused-parameter search.
         outputs = model(**inputs)
         self.train_meter.update(outputs, inputs, regime)
-        return (outputs.loss, outputs) if return_outputs else outputs.loss
+        loss = outputs.mlm_loss + self.alignment_weight * outputs.alignment_loss
+        return (loss, outputs) if return_outputs else loss
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs:  # a training log (every process logs at the same steps, as collect requires)
@@ -379,7 +405,7 @@ class PretrainRecipe:
         # The Trainer's arguments start the process group (under torchrun) before anything is rank-dependent.
         args = self.training_arguments(has_eval=bool(corpus.eval_videos))
         set_seed(c.data.seed)
-        model = self.build_model(visual_tokenizer)
+        model = self.build_model(visual_tokenizer, corpus)
         if c.data.max_length > model.config.max_position_embeddings:
             raise ConfigError(
                 f"max_length {c.data.max_length} exceeds the model's {model.config.max_position_embeddings} positions"
@@ -406,6 +432,7 @@ class PretrainRecipe:
             train_dataset=streams[True],
             eval_dataset=streams[False] if corpus.eval_videos else None,
             callbacks=[_LogLastStep(), _TensorBoard(self.out / LOGS)],
+            alignment_weight=c.alignment_weight,
         )
 
     def visual_tokenizer(self) -> VisualTokenizer:
@@ -419,7 +446,7 @@ class PretrainRecipe:
             )
         return visual_tokenizer
 
-    def build_model(self, visual_tokenizer: VisualTokenizer) -> VideoBertForPreTraining:
+    def build_model(self, visual_tokenizer: VisualTokenizer, corpus: PretrainCorpus) -> VideoBertForPreTraining:
         c = self.config
         scratch = _SCRATCH.fullmatch(c.init)
         if scratch is None:
@@ -427,9 +454,17 @@ class PretrainRecipe:
             return VideoBertForPreTraining.from_text_checkpoint(
                 source, visual_tokenizer=visual_tokenizer, visual_init=c.visual_init
             )
+        tokenizer = None
+        if c.text_vocab:
+            # Trained once, by the main process, into OUT: every process and every resume reads the same vocabulary.
+            folder = self.out / TEXT_VOCAB
+            with PartialState().main_process_first():
+                if not (folder / "vocab.txt").is_file():
+                    train_text_vocab(self.work, corpus.train_videos, c.text_vocab, folder)
+            tokenizer = BertTokenizerFast.from_pretrained(folder)
         # A random BERT goes through a checkpoint folder so that it is extended exactly like a pretrained one.
         with tempfile.TemporaryDirectory(prefix="videobert-scratch-") as folder:
-            write_scratch_bert(Path(folder), layers=int(scratch.group(1)), hidden=int(scratch.group(2)))
+            write_scratch_bert(Path(folder), layers=int(scratch.group(1)), hidden=int(scratch.group(2)), tokenizer=tokenizer)
             return VideoBertForPreTraining.from_text_checkpoint(
                 folder, visual_tokenizer=visual_tokenizer, visual_init=c.visual_init
             )
@@ -485,14 +520,16 @@ class PretrainRecipe:
             self.trainer = None
 
 
-def write_scratch_bert(folder: Path, layers: int, hidden: int) -> Path:
-    """A randomly initialised BERT (pretraining layout) with MiniLM's WordPiece tokenizer, in ``folder``."""
+def write_scratch_bert(folder: Path, layers: int, hidden: int, tokenizer: PreTrainedTokenizerBase | None = None) -> Path:
+    """A randomly initialised BERT (pretraining layout) with ``tokenizer`` (default MiniLM's WordPiece), in
+    ``folder``."""
     if layers < 1 or hidden < 1:
         raise ConfigError(f"scratch:{layers}x{hidden}: layers and hidden size must be positive")
     heads = max(1, hidden // 64)
     if hidden % heads:
         raise ConfigError(f"scratch:{layers}x{hidden}: hidden size must be a multiple of 64 above 64")
-    tokenizer = AutoTokenizer.from_pretrained(default_text_checkpoint())
+    if tokenizer is None:
+        tokenizer = AutoTokenizer.from_pretrained(default_text_checkpoint())
     config = BertConfig(
         vocab_size=len(tokenizer),
         hidden_size=hidden,
@@ -506,13 +543,41 @@ def write_scratch_bert(folder: Path, layers: int, hidden: int) -> Path:
     return folder
 
 
+def train_text_vocab(wd: WorkDir, videos: Any, size: int, folder: Path) -> Path:
+    """Train a lowercase WordPiece vocabulary of at most ``size`` entries on the sentences of ``videos`` and save it
+    as a BERT tokenizer in ``folder`` (atomically). Sentences are streamed from sentences.parquet batch by batch."""
+    from tokenizers import BertWordPieceTokenizer
+
+    wanted = pa.array(sorted(set(videos)))
+    parquet = pq.ParquetFile(wd.require(wd.sentences, "ingest"))
+
+    def texts():
+        for batch in parquet.iter_batches(columns=["video", "text"], batch_size=4096):
+            keep = pc.is_in(batch.column("video"), value_set=wanted)
+            yield batch.filter(keep).column("text").to_pylist()
+
+    wordpiece = BertWordPieceTokenizer(lowercase=True)
+    wordpiece.train_from_iterator(texts(), vocab_size=size, min_frequency=1, special_tokens=list(_SPECIAL_TOKENS))
+    if wordpiece.get_vocab_size() <= len(_SPECIAL_TOKENS):
+        raise InputError(wd.sentences, "no narration in the training videos to build a text vocabulary from")
+    staging = folder.with_name(f".{folder.name}.tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    BertTokenizerFast(vocab=wordpiece.get_vocab(), do_lower_case=True).save_pretrained(staging)
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(staging, folder)
+    return folder
+
+
 def pretrain(
     work: Path,
     *,
     out: Path,
     init: str = "minilm",
+    text_vocab: int = 0,
     visual_init: str = "centroids",
     max_steps: int = 1000,
+    alignment_weight: float = 1.0,
     batch_size: int = 32,
     grad_accum: int = 1,
     learning_rate: float = 1e-4,
@@ -557,8 +622,12 @@ def pretrain(
         out: Output model directory (also holds checkpoints/, logs/ for TensorBoard, run.json, metrics.json).
         init: Text initialisation: minilm (the offline all-MiniLM-L6-v2 BERT), a BERT directory or Hub id,
             or a small random BERT written scratch:LAYERSxHIDDEN (e.g. scratch:2x64 for tests).
+        text_vocab: With a scratch init: train a WordPiece vocabulary of at most this many entries on the training
+            narration (saved in OUT/text_vocab) instead of MiniLM's 30,522; about 2x faster steps on CPU. 0 keeps
+            MiniLM's.
         visual_init: Visual word embeddings: centroids (projected k-means centroids) or random.
         max_steps: Optimizer steps.
+        alignment_weight: Weight of the alignment loss against the masked-token loss (the paper's sum: 1).
         batch_size: Sequences per batch and process (global batch = batch_size x processes x grad_accum).
         grad_accum: Batches accumulated per optimizer step.
         learning_rate: Peak AdamW learning rate.
@@ -599,7 +668,7 @@ def pretrain(
         video_only_length=video_only_length, shuffle_buffer=shuffle_buffer, chunk_videos=chunk_videos, seed=seed,
     )  # fmt: skip
     config = PretrainConfig(
-        init=init, visual_init=visual_init, data=data, max_steps=max_steps, learning_rate=learning_rate,
+        init=init, text_vocab=text_vocab, visual_init=visual_init, data=data, max_steps=max_steps, alignment_weight=alignment_weight, learning_rate=learning_rate,
         lr_schedule=lr_schedule, warmup=warmup, weight_decay=weight_decay, max_grad_norm=max_grad_norm,
         grad_accum=grad_accum, bf16=bf16, fp16=fp16, gradient_checkpointing=gradient_checkpointing, device=device,
         num_workers=num_workers, save_steps=save_steps, save_total_limit=save_total_limit, eval_steps=eval_steps,
@@ -657,7 +726,7 @@ def _plan(out: Path, identity: dict[str, Any], config: PretrainConfig, resume: b
     changed = config.differences(previous.get("config", {}))
     changed += [f"the {key} changed" for key in ("vocab_hash", "features") if previous.get(key) != identity[key]]
     if (out / METRICS_FILE).is_file():
-        if not changed and not overwrite:
+        if not changed:
             return "skip"
         if not overwrite:
             raise ConfigError(

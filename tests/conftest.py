@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 MINICOOK_VIDEOS = 30
 
@@ -29,3 +30,14 @@ def minicook_work(tmp_path_factory) -> Path:
     ):
         assert report.ok, report
     return work
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module of tiny models: they gain nothing from more, while on a busy machine OpenMP
+    threads that wait for each other make them many times slower. Use with
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

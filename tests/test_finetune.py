@@ -260,8 +260,12 @@ def test_finetune_end_to_end(base_dir, minicook_work, tmp_path):
         with Image.open(out / f"confusion_{name}.png") as image:
             assert image.format == "PNG" and image.width > 50
     segments = pq.read_table(minicook_work / "segments.parquet")
-    labels = load_finetuned(out).config.classification_labels
+    reloaded = load_finetuned(out)
+    labels = reloaded.config.classification_labels
     assert labels == {name: sorted(set(segments[name].to_pylist())) for name in ("verb", "noun")}
+    # config.json stores the labels with sorted keys; the heads must still read verb first, noun second.
+    assert reloaded.targets == ("verb", "noun")
+    assert reloaded.num_labels_per_target == (len(labels["verb"]), len(labels["noun"]))
 
 
 def test_finetune_random_encoder_keeps_the_architecture_but_not_the_weights(base_dir, minicook_work, tmp_path):
@@ -310,3 +314,9 @@ def test_finetune_rejects_bad_options(base_dir, minicook_work, tmp_path):
         finetune(base_dir, minicook_work, tmp_path, method="two-stream")
     with pytest.raises(ConfigError, match="token_dropout"):
         finetune(base_dir, minicook_work, tmp_path, token_dropout=1.0)
+
+
+@pytest.mark.parametrize("task", ["qa", "forecast"])
+def test_finetune_dispatches_qa_and_forecast(base_dir, minicook_work, tmp_path, task):
+    report = finetune(base_dir, minicook_work, tmp_path / task, task=task, epochs=1, batch_size=16, device="cpu")
+    assert report.ok and (tmp_path / task / "metrics.json").is_file()

@@ -16,14 +16,15 @@ def test_demo_tiny_runs_every_stage_and_resumes(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["videos"] == 12
     for stage in ("synth", "ingest", "extract", "vocab", "tokenize", "pretrain", "zeroshot", "retrieval",
-                  "finetune-pretrained", "finetune-random", "captioning"):  # fmt: skip
+                  "finetune-few-shot-pretrained", "finetune-all-random", "captioning"):  # fmt: skip
         assert summary["timings_s"][stage] >= 0
     for label in ("verb", "noun"):
         assert 0 <= summary["token_quality"][f"{label}_probe_tokens"] <= 1
         for method in ("language_prior", "videobert"):
             assert 0 <= summary["zeroshot"][method][f"{label}_top1"] <= summary["zeroshot"][method][f"{label}_top5"] <= 1
-        for init in ("pretrained", "random"):
-            assert 0 <= summary["finetune"][init]["test"][label]["top1"] <= 1
+        for budget in ("few-shot", "all"):
+            for init in ("pretrained", "random"):
+                assert 0 <= summary["finetune"][budget][init]["test"][label]["top1"] <= 1
     assert summary["pretraining"]["steps"] == 20
     assert set(summary["retrieval"]) == {"pool", "alignment", "embedding", "likelihood"}
     assert set(summary["captioning"]["methods"]) == {"pretrained", "random", "features"}

@@ -13,6 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from transformers import AutoTokenizer
 from typer.testing import CliRunner
 
 from videobert.cli import _docstring_args, command_from_function
@@ -133,3 +134,40 @@ def test_config_validation():
             PretrainConfig(fp16=True)
         with pytest.raises(ConfigError, match="no CUDA GPU"):
             PretrainConfig(device="cuda")
+
+
+def test_text_vocab_trains_a_narration_wordpiece_vocabulary(minicook_work, tmp_path):
+    out = tmp_path / "model"
+    run = RUN | dict(max_steps=4, save_steps=4, eval_steps=0, logging_steps=2)
+    assert pretrain(minicook_work, out=out, text_vocab=300, **run).ok
+    trained_vocab = AutoTokenizer.from_pretrained(out / "text_vocab")
+    model = VideoBertForPreTraining.from_pretrained(out)
+    assert model.config.text_vocab_size == len(trained_vocab) <= 300
+    assert trained_vocab.convert_ids_to_tokens(list(range(5))) == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    assert model.tokenizer.text_tokenizer.get_vocab() == trained_vocab.get_vocab()
+    # Every MiniCook verb and noun is said often enough to be one piece, so zero-shot labels are single tokens.
+    text_tokenizer = model.tokenizer.text_tokenizer
+    for word in ("cut", "pour", "tomato", "onion"):
+        assert text_tokenizer.tokenize(word) == [word]
+    assert text_tokenizer.tokenize("Now CUT the Tomato") == ["now", "cut", "the", "tomato"]
+    with pytest.raises(ConfigError, match="text_vocab replaces the vocabulary of a random BERT"):
+        PretrainConfig(init="minilm", text_vocab=300)
+    with pytest.raises(ConfigError, match="at least 200"):
+        PretrainConfig(init="scratch:2x64", text_vocab=50)
+
+
+def test_alignment_weight_scales_the_alignment_term(minicook_work, tmp_path, monkeypatch):
+    import videobert.training.pretrain as pretrain_module
+
+    seen = []
+    original = pretrain_module.PretrainTrainer.compute_loss
+
+    def spy(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        loss, outputs = original(self, model, inputs, return_outputs=True)
+        seen.append((loss.item(), outputs.mlm_loss.item(), outputs.alignment_loss.item()))
+        return (loss, outputs) if return_outputs else loss
+
+    monkeypatch.setattr(pretrain_module.PretrainTrainer, "compute_loss", spy)
+    run = RUN | dict(max_steps=2, save_steps=2, eval_steps=0, logging_steps=1)
+    assert pretrain(minicook_work, out=tmp_path / "m", alignment_weight=3.0, **run).ok
+    assert seen and all(loss == pytest.approx(mlm + 3.0 * alignment, rel=1e-5) for loss, mlm, alignment in seen)

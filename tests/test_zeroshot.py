@@ -334,3 +334,10 @@ def test_evaluate_needs_clips_inside_the_segments(minicook_model, minicook_work,
     pq.write_table(tokens.filter(pc.invert(pc.is_in(tokens["video"], test_videos))), work / "tokens.parquet")
     with pytest.raises(InputError, match="no clip lies inside any of the .* segments of split 'test'"):
         evaluate(minicook_model, work, out=tmp_path / "eval")
+
+
+@pytest.mark.parametrize("task", ["qa", "forecast"])
+def test_evaluate_dispatches_qa_and_forecast(minicook_model, minicook_work, tmp_path, task):
+    report = evaluate(minicook_model, minicook_work, task=task, out=tmp_path / task, device="cpu")
+    metrics = read_json(tmp_path / task / "metrics.json")
+    assert report.ok and report.done > 0 and metrics

@@ -72,7 +72,9 @@ class VideoBertForSegmentClassification(VideoBertPreTrainedModel):
         for target, names in labels.items():
             if len(names) < 2:
                 raise ConfigError(f"target {target!r} needs at least 2 labels, got {len(names)}")
-        self.targets = tuple(labels)
+        # In TARGETS order, not the dict's: config.json is written with sorted keys, so a reloaded classifier would
+        # otherwise read its output rows as (noun, verb).
+        self.targets = tuple(target for target in TARGETS if target in labels)
         self.num_labels_per_target = tuple(len(labels[target]) for target in self.targets)
         self.bert = VideoBertModel(config)
         dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob

@@ -47,7 +47,7 @@ from videobert.model import visual_tokenizer_from_work_dir
 from videobert.model.captioning import ENCODER_MODES, VideoBertCaptioningConfig, VideoBertForCaptioning
 from videobert.tasks.caption_metrics import CaptionScorer, format_table3, print_table3
 from videobert.tasks.evaluate import segment_visual_tokens
-from videobert.tasks.finetune import augment, should_stop
+from videobert.tasks.finetune import augment, few_shot_rows, should_stop
 from videobert.tasks.zeroshot import TEMPLATE
 from videobert.tokenizer.quality import segment_clip_index
 from videobert.tokenizer.stages import tokens_metadata
@@ -417,6 +417,9 @@ class CaptionOptions:
     """AdamW learning rate, shared by encoder and decoder."""
     patience: int = 3
     """Stop after this many epochs without a lower val loss."""
+    few_shot: int = 0
+    """Train on at most this many segments per distinct caption (seeded, the same segments for every encoder); 0
+    uses all."""
     decoder_layers: int = 2
     """BART decoder layers (width, heads and feed-forward follow the encoder)."""
     with_template: bool = False
@@ -441,7 +444,7 @@ class CaptionOptions:
     def __post_init__(self) -> None:
         if self.encoder not in ENCODER_MODES:
             raise ConfigError(f"unknown encoder {self.encoder!r}; choose one of {', '.join(ENCODER_MODES)}")
-        for name, low in (("epochs", 1), ("batch_size", 1), ("patience", 1), ("decoder_layers", 1),
+        for name, low in (("epochs", 1), ("batch_size", 1), ("patience", 1), ("few_shot", 0), ("decoder_layers", 1),
                           ("denoise_steps", 0), ("stride", 1), ("num_beams", 1), ("no_repeat_ngram_size", 0),
                           ("max_caption_length", 3)):  # fmt: skip
             if getattr(self, name) < low:
@@ -466,6 +469,7 @@ def finetune_caption(
     batch_size: int = CaptionOptions.batch_size,
     learning_rate: float = CaptionOptions.learning_rate,
     patience: int = CaptionOptions.patience,
+    few_shot: int = CaptionOptions.few_shot,
     decoder_layers: int = CaptionOptions.decoder_layers,
     with_template: bool = CaptionOptions.with_template,
     denoise_steps: int = CaptionOptions.denoise_steps,
@@ -492,6 +496,7 @@ def finetune_caption(
         batch_size: Segments per optimisation step.
         learning_rate: AdamW learning rate of encoder and decoder.
         patience: Stop after this many epochs without a lower val loss.
+        few_shot: Train on at most this many segments per distinct caption; 0 uses all.
         decoder_layers: Number of BART decoder layers (width and heads follow the encoder).
         with_template: Encode the paper's template sentence before the visual tokens.
         denoise_steps: Steps of BART text-infilling on the training videos' narration before captioning (0: none).
@@ -506,7 +511,7 @@ def finetune_caption(
     """
     options = CaptionOptions(
         encoder=encoder, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, patience=patience,
-        decoder_layers=decoder_layers, with_template=with_template, denoise_steps=denoise_steps, stride=stride,
+        few_shot=few_shot, decoder_layers=decoder_layers, with_template=with_template, denoise_steps=denoise_steps, stride=stride,
         token_dropout=token_dropout, num_beams=num_beams, length_penalty=length_penalty,
         no_repeat_ngram_size=no_repeat_ngram_size, max_caption_length=max_caption_length, seed=seed,
     )  # fmt: skip
@@ -536,6 +541,11 @@ def _caption_run(
         max_caption_length=options.max_caption_length,
     )  # fmt: skip
     splits = load_caption_examples(work, network.config)
+    if options.few_shot:
+        train = splits["train"]
+        captions = np.unique(train.examples.targets, return_inverse=True)[1][:, None]  # (examples, 1) caption ids
+        rows = few_shot_rows(captions, options.few_shot, np.random.default_rng(options.seed))
+        splits["train"] = CaptionSplit(train.examples.subset(rows), train.segments.take(pa.array(rows)))
     if options.encoder == "features":
         clips = np.concatenate(splits["train"].examples.visual)  # (train clips, feature_dim)
         network.encoder.set_feature_statistics(torch.from_numpy(clips.mean(axis=0)), torch.from_numpy(clips.std(axis=0)))
@@ -672,6 +682,7 @@ def caption_comparison(
     epochs: int = COMPARISON_EPOCHS,
     batch_size: int = CaptionOptions.batch_size,
     learning_rate: float = CaptionOptions.learning_rate,
+    few_shot: int = CaptionOptions.few_shot,
     decoder_layers: int = CaptionOptions.decoder_layers,
     with_template: bool = CaptionOptions.with_template,
     denoise_steps: int = CaptionOptions.denoise_steps,
@@ -689,6 +700,8 @@ def caption_comparison(
         epochs: Most passes over the training split, per encoder (the default fits the demo's time budget).
         batch_size: Segments per optimisation step.
         learning_rate: AdamW learning rate.
+        few_shot: Train on at most this many segments per distinct caption (the same ones for every encoder); 0
+            uses all.
         decoder_layers: Number of BART decoder layers.
         with_template: Encode the paper's template sentence before the visual tokens.
         denoise_steps: Steps of text-infilling denoising before captioning, per encoder.
@@ -697,8 +710,8 @@ def caption_comparison(
         device: auto (CUDA when available), cuda or cpu.
     """
     base = CaptionOptions(
-        epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, decoder_layers=decoder_layers,
-        with_template=with_template, denoise_steps=denoise_steps, num_beams=num_beams, seed=seed,
+        epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, few_shot=few_shot,
+        decoder_layers=decoder_layers, with_template=with_template, denoise_steps=denoise_steps, num_beams=num_beams, seed=seed,
     )  # fmt: skip
     torch_device = torch.device(resolve_device(device))
     out = Path(out)

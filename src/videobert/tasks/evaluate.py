@@ -39,7 +39,7 @@ from videobert.utils.stage import StageReport, flatten
 from videobert.workdir import WorkDir
 
 STAGE = "evaluate"
-TASKS = ("zeroshot", "retrieval", "caption")
+TASKS = ("zeroshot", "retrieval", "caption", "qa", "forecast")
 METRICS_FILE = "metrics.json"
 
 
@@ -72,8 +72,10 @@ def evaluate(
             `videobert finetune --task caption`).
         work: Work directory; reads segments.parquet, tokens.parquet and vocab/, which must be the model's visual
             vocabulary.
-        task: zeroshot (action classification by template filling), retrieval (captions against segments) or
-            caption (caption generation with a caption checkpoint).
+        task: zeroshot (action classification by template filling), retrieval (captions against segments),
+            caption (caption generation with a caption checkpoint), qa (multiple-choice questions about the steps,
+            scored by the alignment head; or a fine-tuned QA checkpoint) or forecast (the next step's visual words,
+            verb and noun from the steps before it).
         split: Annotation split whose segments are evaluated (e.g. train, val, test).
         template: Zero-shot sentence with two [MASK]s, the verb's first and the noun's second.
         batch_size: Sequences per forward pass.
@@ -96,6 +98,15 @@ def evaluate(
             model, work, split=split, num_beams=num_beams, length_penalty=length_penalty,
             no_repeat_ngram_size=no_repeat_ngram_size, batch_size=batch_size, out=out, device=device,
         )  # fmt: skip
+    if task == "qa":
+        from videobert.tasks.qa import evaluate_qa
+
+        return evaluate_qa(model, work, split=split, batch_size=batch_size, seed=seed, out=out, device=device)
+    if task == "forecast":
+        from videobert.tasks.forecast import evaluate_forecast
+
+        return evaluate_forecast(model, work, split=split, template=template, batch_size=batch_size, out=out,
+                                 device=device)  # fmt: skip
     if batch_size < 1:
         raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
     if task == "retrieval" and max_candidates < 2:

@@ -59,7 +59,7 @@ from videobert.workdir import WorkDir
 logger = logging.getLogger(__name__)
 
 STAGE = "finetune"
-TASKS = ("classify", "caption")
+TASKS = ("classify", "caption", "qa", "forecast")
 CLASSIFY_EPOCHS = 5
 CLASSIFY_LEARNING_RATE = 5e-5
 TARGET_CHOICES = {"verb": ("verb",), "noun": ("noun",), "verb+noun": TARGETS}
@@ -121,7 +121,9 @@ def finetune(
             --with-text, sentences.parquet.
         out: Folder for metrics.json, the reports (classify: classification_report.txt, confusion_TARGET.png;
             caption: captions.jsonl) and the checkpoint.
-        task: classify (verb / noun labels) or caption (generate the segment's caption).
+        task: classify (verb / noun labels), caption (generate the segment's caption), qa (multiple-choice video
+            QA by the alignment head; `videobert.tasks.qa.finetune_qa` has the open-ended variant) or forecast (the
+            next step's verb and noun from the steps before it).
         target: What to predict: verb, noun, or verb+noun (two heads, losses summed).
         method: full, linear (head only), bitfit (biases), adapter (bottleneck adapters), lora, prompt (prompt
             tuning), ia3, or two-stream (the baseline: separate text and visual encoders fused by an MLP, trained
@@ -131,7 +133,8 @@ def finetune(
         learning_rate: AdamW learning rate (default 5e-5 for classify, 5e-4 for caption; parameter-efficient
             methods usually want 1e-3 or more).
         freeze_layers: Method full: also freeze the embeddings and the lower N encoder layers.
-        few_shot: Train on at most this many segments per class (per verb+noun pair for verb+noun); 0 uses all.
+        few_shot: Train on at most this many segments per class (per verb+noun pair for verb+noun; task caption:
+            per distinct caption); 0 uses all.
         with_text: Put the segment's narration before its visual tokens.
         stride: Training augmentation: subsample each segment's visual tokens with a random stride in [1, stride]
             and a random offset (the paper uses 1-5); 1 keeps every token.
@@ -153,16 +156,23 @@ def finetune(
     """
     if task not in TASKS:
         raise ConfigError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
+    if task in ("qa", "forecast"):
+        from videobert.tasks.forecast import finetune_forecast
+        from videobert.tasks.qa import finetune_qa
+
+        stage = finetune_qa if task == "qa" else finetune_forecast
+        return stage(model, work, out, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+                     patience=patience, seed=seed, device=device)  # fmt: skip
     if task == "caption":
         # Imported here: the caption stage reuses this module's training helpers.
         from videobert.tasks.caption import CaptionOptions, finetune_caption
 
-        if method != "full" or with_text or few_shot:
-            raise ConfigError("method, with_text and few_shot apply to task classify; task caption trains the "
-                              "whole encoder-decoder on the video (see with_template)")  # fmt: skip
+        if method != "full" or with_text:
+            raise ConfigError("method and with_text apply to task classify; task caption trains the whole "
+                              "encoder-decoder on the video (see with_template)")  # fmt: skip
         return finetune_caption(
             model, work, out, encoder=encoder, epochs=CaptionOptions.epochs if epochs is None else epochs,
-            batch_size=batch_size, patience=patience,
+            batch_size=batch_size, patience=patience, few_shot=few_shot,
             learning_rate=CaptionOptions.learning_rate if learning_rate is None else learning_rate,
             decoder_layers=decoder_layers, with_template=with_template, denoise_steps=denoise_steps, stride=stride,
             token_dropout=token_dropout, num_beams=num_beams, seed=seed, device=device,

@@ -459,7 +459,7 @@ class PretrainRecipe:
             # Trained once, by the main process, into OUT: every process and every resume reads the same vocabulary.
             folder = self.out / TEXT_VOCAB
             with PartialState().main_process_first():
-                if not (folder / "vocab.txt").is_file():
+                if not (folder / "tokenizer_config.json").is_file():
                     train_text_vocab(self.work, corpus.train_videos, c.text_vocab, folder)
             tokenizer = BertTokenizerFast.from_pretrained(folder)
         # A random BERT goes through a checkpoint folder so that it is extended exactly like a pretrained one.

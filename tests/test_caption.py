@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import torch
 import torch.nn.functional as F
@@ -261,9 +262,14 @@ def test_caption_comparison_writes_table3_with_the_three_encoders(base_dir, mini
     monkeypatch.setattr(caption_metrics, "find_java", lambda: None)  # the Java path is covered above
     with pytest.warns(RuntimeWarning, match="java"):
         report = caption_comparison(base_dir, minicook_work, tmp_path, epochs=1, batch_size=32, num_beams=1,
-                                    denoise_steps=2)  # fmt: skip
+                                    denoise_steps=2, few_shot=1)  # fmt: skip
     comparison = json.loads((tmp_path / "comparison.json").read_text())
     assert set(comparison["methods"]) == {"pretrained", "random", "features"} and report.done == 3
+    # few_shot=1: one training segment per distinct caption, the same count for every encoder.
+    segments = pq.read_table(minicook_work / "segments.parquet").to_pylist()
+    train_captions = {row["caption"] for row in segments if row["split"] == "train"}
+    all_train = sum(row["split"] == "train" for row in segments)
+    assert comparison["examples"]["train"] == len(train_captions) < all_train
     for mode in ("pretrained", "random", "features"):
         run = json.loads((tmp_path / mode / "metrics.json").read_text())
         assert run["options"]["encoder"] == mode and run["options"]["denoise_steps"] == 2

@@ -14,7 +14,8 @@ from videobert.data.synth import NOUNS, VERBS
 from videobert.model import VideoBertForPreTraining
 from videobert.model.classification import BottleneckAdapter, VideoBertForSegmentClassification
 from videobert.model.two_stream import VideoBertTwoStreamForSegmentClassification
-from videobert.tasks.finetune import augment, few_shot_rows, finetune, should_stop
+from videobert.tasks.finetune import augment, few_shot_rows, finetune
+from videobert.tasks.supervised import should_stop
 from videobert.tasks.peft_methods import (
     METHODS,
     MethodOptions,

@@ -15,6 +15,7 @@ from videobert.model import (
     VideoBertModel,
     VideoBertTokenizer,
     default_text_checkpoint,
+    require_tokenizer,
     visual_tokenizer_from_work_dir,
 )
 from videobert.tokenizer.hkmeans import VisualTokenizer, VisualVocabConfig
@@ -330,6 +331,16 @@ def test_save_and_load_round_trip(tiny_model, visual_tokenizer, tmp_path):
     torch.testing.assert_close(auto.alignment_logits, before.alignment_logits, atol=0, rtol=0)
     with torch.no_grad():
         torch.testing.assert_close(base.last_hidden_state, tiny_model.bert(**batch).last_hidden_state, atol=0, rtol=0)
+
+
+def test_a_directory_without_tokenizer_files_is_refused_where_a_tokenizer_is_needed(tiny_model, tmp_path):
+    tiny_model.save_pretrained(tmp_path)
+    assert require_tokenizer(VideoBertForPreTraining.from_pretrained(tmp_path), tmp_path) is not None
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (tmp_path / name).unlink()
+    bare = VideoBertForPreTraining.from_pretrained(tmp_path)  # the weights alone still load
+    with pytest.raises(ConfigError, match=f"{tmp_path}: no text tokenizer files"):
+        require_tokenizer(bare, tmp_path)
 
 
 def test_wrong_visual_vocabulary_is_refused(tiny_model, visual_tokenizer, tmp_path):

@@ -171,3 +171,5 @@ def test_alignment_weight_scales_the_alignment_term(minicook_work, tmp_path, mon
     run = RUN | dict(max_steps=2, save_steps=2, eval_steps=0, logging_steps=1)
     assert pretrain(minicook_work, out=tmp_path / "m", alignment_weight=3.0, **run).ok
     assert seen and all(loss == pytest.approx(mlm + 3.0 * alignment, rel=1e-5) for loss, mlm, alignment in seen)
+    with pytest.raises(ConfigError, match="alignment_weight must be non-negative"):
+        PretrainConfig(alignment_weight=-1.0)

@@ -210,3 +210,5 @@ def test_repeated_captions_are_one_query_whose_right_answers_are_all_its_videos(
     # video to text over the 2 distinct captions: video 0: egg 2 > onion 1 (rank 1); video 1: onion 1 > egg 0 (rank
     # 1); video 2: egg 0 ties onion 0, counted against egg (rank 2).
     assert results["alignment"]["video_to_text"] == {"r1": 2 / 3, "r5": 1.0, "r10": 1.0, "median_rank": 1.0}
+    with pytest.raises(ValueError, match="2 distinct texts"):
+        retrieval(model, tokenizer, ["egg", "Egg"], [[0], [1]])

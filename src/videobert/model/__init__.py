@@ -12,6 +12,7 @@ from videobert.model.modeling import (
     VideoBertModel,
     VideoBertPreTrainedModel,
     default_text_checkpoint,
+    require_tokenizer,
     visual_tokenizer_from_work_dir,
 )
 from videobert.model.tokenization import VideoBertTokenizer
@@ -30,6 +31,7 @@ __all__ = [
     "VideoBertPreTrainedModel",
     "VideoBertTokenizer",
     "default_text_checkpoint",
+    "require_tokenizer",
     "require_videobert_dir",
     "visual_tokenizer_from_work_dir",
 ]

@@ -47,7 +47,13 @@ from transformers.utils import ModelOutput
 from transformers.utils.generic import can_return_tuple
 
 from videobert.model.configuration import VideoBertConfig
-from videobert.model.modeling import IGNORE_INDEX, VISUAL_VOCAB_DIR, VideoBertForPreTraining, VideoBertModel
+from videobert.model.modeling import (
+    IGNORE_INDEX,
+    VISUAL_VOCAB_DIR,
+    VideoBertForPreTraining,
+    VideoBertModel,
+    require_tokenizer,
+)
 from videobert.model.tokenization import VideoBertTokenizer
 from videobert.tokenizer.hkmeans import VisualTokenizer
 from videobert.utils.errors import ConfigError
@@ -362,8 +368,7 @@ class VideoBertForCaptioning(PreTrainedModel, GenerationMixin):
         if encoder_mode not in ENCODER_MODES:
             raise ConfigError(f"encoder must be one of {', '.join(ENCODER_MODES)}, got {encoder_mode!r}")
         source = VideoBertForPreTraining.from_pretrained(model_dir)
-        if source.tokenizer is None:
-            raise ConfigError(f"{model_dir}: no text tokenizer files; not a model directory written by `videobert pretrain`")
+        require_tokenizer(source, model_dir)
         config = VideoBertCaptioningConfig.for_encoder(
             source.config, encoder_mode=encoder_mode, feature_dim=feature_dim, encoder_source=str(model_dir),
             caption_prefix=caption_prefix,

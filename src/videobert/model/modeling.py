@@ -335,6 +335,14 @@ def random_embeddings(n: int, text_embeddings: torch.Tensor) -> torch.Tensor:
     return (mean + noise * std).to(text_embeddings.dtype)
 
 
+def require_tokenizer(model: Any, source: str | os.PathLike) -> VideoBertTokenizer:
+    """The joint tokenizer a model was loaded with from `source`; `ConfigError` when the directory had none (a bare
+    checkpoint, not a directory written by `videobert pretrain`). `model` is any model carrying `tokenizer`."""
+    if model.tokenizer is None:
+        raise ConfigError(f"{source}: no text tokenizer files; not a model directory written by `videobert pretrain`")
+    return model.tokenizer
+
+
 def visual_tokenizer_from_work_dir(work: str | os.PathLike, config: VideoBertConfig) -> VisualTokenizer:
     """Load the work directory's visual vocabulary and check it is the one `config`'s model was trained with."""
     vocab_dir = WorkDir(work).require(WorkDir(work).vocab, "vocab")

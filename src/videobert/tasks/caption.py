@@ -16,7 +16,8 @@ Examples
 Recipe (`finetune_caption`): setup -> optional BART text-infilling of the new model on the narration of the
 training videos (`denoise_steps`) -> train on train, val loss after every epoch, best epoch kept -> generate on test
 -> score (`tasks.caption_metrics`) -> save. A plain loop rather than Seq2SeqTrainer: an epoch is a dozen steps on
-CPU, and the loop shares early stopping and augmentation with `finetune` (`should_stop`, `augment`). Outputs in OUT::
+CPU, and the loop is the one every fine-tuning stage uses (`tasks.supervised.fit`, early stopping on the val loss)
+with `finetune`'s augmentation (`augment`). Outputs in OUT::
 
     metrics.json      encoder mode, options, examples per split, per-epoch losses, best epoch, test scores, timings
     captions.jsonl    one test segment a line: video, start, end, reference, generated
@@ -29,7 +30,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import time
 from dataclasses import asdict, dataclass, replace
@@ -47,7 +47,8 @@ from videobert.model import visual_tokenizer_from_work_dir
 from videobert.model.captioning import ENCODER_MODES, VideoBertCaptioningConfig, VideoBertForCaptioning
 from videobert.tasks.caption_metrics import CaptionScorer, format_table3, print_table3
 from videobert.tasks.evaluate import segment_visual_tokens
-from videobert.tasks.finetune import augment, few_shot_rows, should_stop
+from videobert.tasks.finetune import augment, few_shot_rows
+from videobert.tasks.supervised import fit
 from videobert.tasks.zeroshot import TEMPLATE
 from videobert.tokenizer.quality import segment_clip_index
 from videobert.tokenizer.stages import tokens_metadata
@@ -177,33 +178,20 @@ def train_seq2seq(
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
     model.to(torch_device)
-    optimizer = _adamw(model, learning_rate, weight_decay)
-    history: list[dict[str, float]] = []
-    best_loss, best_state = math.inf, _state_copy(model)
-    for epoch in range(1, epochs + 1):
-        model.train()
-        order = rng.permutation(len(train))
-        losses = []
-        for start in range(0, len(order), batch_size):
-            chunk = train.subset(order[start : start + batch_size])
-            visual = [None if v is None else augment(v, stride, token_dropout, rng) for v in chunk.visual]
-            loss = model(
-                **encoder_inputs(model, chunk.texts, visual, torch_device),
-                labels=target_labels(model, chunk.targets, torch_device),
-            ).loss
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
-            optimizer.step()
-            losses.append(loss.item())
-        val_loss = seq2seq_loss(model, val, batch_size=batch_size, device=torch_device)
-        history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), "val_loss": val_loss})
-        logger.info("epoch %d: train loss %.4f, val loss %.4f", epoch, history[-1]["train_loss"], val_loss)
-        if val_loss < best_loss:
-            best_loss, best_state = val_loss, _state_copy(model)
-        if should_stop([row["val_loss"] for row in history], patience):
-            break
-    model.load_state_dict(best_state)
+
+    def batch_loss(rows: np.ndarray) -> torch.Tensor:
+        chunk = train.subset(rows)
+        visual = [None if v is None else augment(v, stride, token_dropout, rng) for v in chunk.visual]
+        return model(
+            **encoder_inputs(model, chunk.texts, visual, torch_device),
+            labels=target_labels(model, chunk.targets, torch_device),
+        ).loss
+
+    history, _ = fit(
+        model, len(train), batch_loss, lambda: seq2seq_loss(model, val, batch_size=batch_size, device=torch_device),
+        epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, patience=patience, rng=rng,
+        weight_decay=weight_decay, max_grad_norm=max_grad_norm,
+    )  # fmt: skip
     return history
 
 
@@ -246,10 +234,6 @@ def generate_texts(
             text = model.tokenizer.text_tokenizer.batch_decode(ids, skip_special_tokens=True)
             decoded += [" ".join(t.split()) for t in text]
     return decoded
-
-
-def _state_copy(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
 
 
 def _adamw(model: torch.nn.Module, learning_rate: float, weight_decay: float) -> torch.optim.AdamW:

@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 import torch
 
 from videobert.data.ingest import load_segments
-from videobert.model import VideoBertForPreTraining, visual_tokenizer_from_work_dir
+from videobert.model import VideoBertForPreTraining, require_tokenizer, visual_tokenizer_from_work_dir
 from videobert.tasks.retrieval import candidate_pool, distinct_captions, retrieval
 from videobert.tasks.zeroshot import TEMPLATE, LabelSet, split_template, zero_shot
 from videobert.tokenizer.quality import segment_clip_index
@@ -123,8 +123,7 @@ def evaluate(
         )
 
     network = VideoBertForPreTraining.from_pretrained(model)
-    if network.tokenizer is None:
-        raise ConfigError(f"{model}: no text tokenizer files; not a model directory written by `videobert pretrain`")
+    require_tokenizer(network, model)
     if task == "zeroshot":
         split_template(template, network.config.mask_token)  # a bad template fails before any work
     visual_tokenizer = visual_tokenizer_from_work_dir(work, network.config)
@@ -202,17 +201,18 @@ def _retrieval(
     captions = [all_captions[i] for i in captioned]
     pool = candidate_pool(captions, max_candidates=max_candidates, seed=seed)
     texts = [captions[i] for i in pool]
-    if len(distinct_captions(texts)) < 2:
+    distinct = len(distinct_captions(texts))
+    if distinct < 2:
         raise InputError(
             wd.segments,
             f"retrieval needs segments with at least 2 distinct captions and video in the split, found {len(pool)} "
-            f"segments with {len(distinct_captions(texts))} distinct captions",
+            f"segments with {distinct} distinct captions",
         )
     methods = retrieval(network, network.tokenizer, texts, [visual[captioned[i]] for i in pool], batch_size)
     return {
         "evaluated": len(pool),
         "pool": len(pool),
-        "distinct_captions": len(distinct_captions(texts)),
+        "distinct_captions": distinct,
         "max_candidates": max_candidates,
         "seed": seed,
         "methods": methods,

@@ -19,7 +19,6 @@ evaluate on `test` -> save. Outputs in OUT::
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,7 @@ from sklearn.metrics import classification_report, confusion_matrix
 from torch import nn
 
 from videobert.data.ingest import load_segments
-from videobert.model import VideoBertConfig, visual_tokenizer_from_work_dir
+from videobert.model import VideoBertConfig, require_tokenizer, visual_tokenizer_from_work_dir
 from videobert.model.classification import TARGETS, VideoBertForSegmentClassification
 from videobert.model.tokenization import VideoBertTokenizer
 from videobert.model.two_stream import VideoBertTwoStreamForSegmentClassification
@@ -45,10 +44,9 @@ from videobert.tasks.peft_methods import (
     apply_method,
     count_parameters,
     options_dict,
-    restore_state,
     save_finetuned,
-    trained_state,
 )
+from videobert.tasks.supervised import fit
 from videobert.tokenizer.quality import segment_clip_index
 from videobert.tokenizer.stages import tokens_metadata
 from videobert.utils.errors import ConfigError, InputError
@@ -220,39 +218,23 @@ def finetune(
             fresh = VideoBertForSegmentClassification(network.config)  # same config, weights drawn with `seed`
             fresh.tokenizer, fresh.visual_tokenizer = network.tokenizer, network.visual_tokenizer
             network = fresh
-    if network.tokenizer is None:
-        raise ConfigError(f"{model}: no text tokenizer files; not a model directory written by `videobert pretrain`")
-    tokenizer = network.tokenizer
+    tokenizer = require_tokenizer(network, model)
     trainee = apply_method(network, options).to(torch_device)
     parameters = count_parameters(trainee)
     # Prompt tokens take positions too: shorten the input so that prompt + input fits the position table.
     max_length = config.max_position_embeddings - (num_virtual_tokens if method == "prompt" else 0)
-    optimizer = torch.optim.AdamW([p for p in trainee.parameters() if p.requires_grad], lr=learning_rate)
 
     # ---- train
-    history: list[dict[str, float]] = []
-    best_loss, best_epoch, best_state = math.inf, 0, trained_state(trainee)
-    for epoch in range(1, epochs + 1):
-        trainee.train()
-        order = rng.permutation(len(splits["train"]))
-        losses = []
-        for start in range(0, len(order), batch_size):
-            chunk = splits["train"].subset(order[start : start + batch_size])
-            visual = [augment(v, stride, token_dropout, rng) for v in chunk.visual]
-            batch = _batch(tokenizer, chunk.texts, visual, chunk.labels, max_length, torch_device, two_stream)
-            loss = trainee(**batch).loss
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            losses.append(loss.item())
-        val_loss, _ = evaluate_examples(trainee, tokenizer, splits["val"], batch_size, max_length, torch_device, two_stream)
-        history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), "val_loss": val_loss})
-        logger.info("epoch %d: train loss %.4f, val loss %.4f", epoch, history[-1]["train_loss"], val_loss)
-        if val_loss < best_loss:
-            best_loss, best_epoch, best_state = val_loss, epoch, trained_state(trainee)
-        if should_stop([row["val_loss"] for row in history], patience):
-            break
-    restore_state(trainee, best_state)
+    def batch_loss(rows: np.ndarray) -> torch.Tensor:
+        chunk = splits["train"].subset(rows)
+        visual = [augment(v, stride, token_dropout, rng) for v in chunk.visual]
+        return trainee(**_batch(tokenizer, chunk.texts, visual, chunk.labels, max_length, torch_device, two_stream)).loss
+
+    def val_loss() -> float:
+        return evaluate_examples(trainee, tokenizer, splits["val"], batch_size, max_length, torch_device, two_stream)[0]
+
+    history, best_epoch = fit(trainee, len(splits["train"]), batch_loss, val_loss, epochs=epochs,
+                              batch_size=batch_size, learning_rate=learning_rate, patience=patience, rng=rng)  # fmt: skip
 
     # ---- evaluate
     _, scores = evaluate_examples(trainee, tokenizer, splits["test"], batch_size, max_length, torch_device, two_stream)
@@ -345,12 +327,6 @@ def _narrations(wd: WorkDir, segments: pa.Table) -> list[str | None]:
     sentences = sentences.sort_by([("video", "ascending"), ("index", "ascending")])
     text = sentences["text"].to_pylist()
     return [" ".join(text[i] for i in rows) or None for rows in segment_clip_index(sentences, segments)]
-
-
-def should_stop(val_losses: list[float], patience: int) -> bool:
-    """Whether the last `patience` epochs all failed to lower the best val loss of the epochs before them (a tie
-    is no improvement)."""
-    return len(val_losses) - 1 - int(np.argmin(val_losses)) >= patience
 
 
 def few_shot_rows(labels: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:

@@ -46,7 +46,7 @@ import torch
 from videobert.data.ingest import load_segments
 from videobert.model import VideoBertConfig, VideoBertForPreTraining, VideoBertTokenizer
 from videobert.model.classification import TARGETS, VideoBertForSegmentClassification
-from videobert.model.modeling import IGNORE_INDEX
+from videobert.model.modeling import IGNORE_INDEX, require_tokenizer
 from videobert.tasks.evaluate import segment_visual_tokens
 from videobert.tasks.finetune import Examples, evaluate_examples
 from videobert.tasks.metrics import top_k_accuracy
@@ -310,9 +310,7 @@ def evaluate_forecast(
     torch_device = torch.device(resolve_device(device))
     began = time.perf_counter()
     network = VideoBertForPreTraining.from_pretrained(model)
-    tokenizer = network.tokenizer
-    if tokenizer is None:
-        raise ConfigError(f"{model}: no text tokenizer files; not a model directory written by `videobert pretrain`")
+    tokenizer = require_tokenizer(network, model)
     tokens_path = checked_tokens(work, network.config)
     examples = _examples(work, tokens_path, split, context_steps, max_context_tokens)
     train = _examples(work, tokens_path, "train", context_steps, max_context_tokens)
@@ -420,14 +418,10 @@ def finetune_forecast(
         for split in ("train", "val", "test")
     }
     segments = load_segments(work)
-    # The label names of `LabelSet` (sorted distinct labels of every split), which the heads' outputs follow. The
-    # targets go in name order: config.json is written with sorted keys and a reloaded classifier stacks its heads in
-    # that order, so building it so keeps each row of the stacked head meaning the same label after a reload.
-    names = {slot: sorted({v.strip() for v in segments[slot].to_pylist() if v and v.strip()}) for slot in sorted(SLOTS)}
+    # The label names of `LabelSet` (sorted distinct labels of every split), which the heads' outputs follow.
+    names = {slot: sorted({v.strip() for v in segments[slot].to_pylist() if v and v.strip()}) for slot in SLOTS}
     network = VideoBertForSegmentClassification.from_pretrained(model, classification_labels=names)
-    tokenizer = network.tokenizer
-    if tokenizer is None:
-        raise ConfigError(f"{model}: no text tokenizer files; not a model directory written by `videobert pretrain`")
+    tokenizer = require_tokenizer(network, model)
     labels = _label_sets(segments, tokenizer)
     budget = context_budget(config)
     data = {

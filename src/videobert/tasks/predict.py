@@ -53,7 +53,7 @@ import torch
 from videobert.data.transcripts import TRANSCRIPT_EXTENSIONS, load_transcript
 from videobert.data.video import ClipDecoder, probe
 from videobert.features.backbones import get_backbone
-from videobert.model import VideoBertForPreTraining
+from videobert.model import VideoBertForPreTraining, require_tokenizer
 from videobert.model.modeling import VISUAL_VOCAB_DIR
 from videobert.tasks.retrieval import alignment_similarity
 from videobert.tasks.zeroshot import TEMPLATE, LabelSet, split_template, template_scores
@@ -115,8 +115,7 @@ def predict(
     if not model.is_dir():  # from_pretrained would take a missing path for a Hub id and go online
         raise InputError(model, "model directory not found")
     network = VideoBertForPreTraining.from_pretrained(model)
-    if network.tokenizer is None:
-        raise ConfigError(f"{model}: no text tokenizer files; not a model directory written by `videobert pretrain`")
+    require_tokenizer(network, model)
     source = _feature_source(network, model)
     split_template(template, network.config.mask_token)  # a bad template fails before any decoding
     labels = {slot: _labels(slot, given, work, network) for slot, given in (("verb", verbs), ("noun", nouns))}

@@ -79,7 +79,7 @@ import torch.nn.functional as F
 from videobert.data.ingest import load_segments
 from videobert.model import ALIGNED, NOT_ALIGNED, VideoBertConfig, VideoBertForPreTraining, VideoBertTokenizer
 from videobert.model.captioning import VideoBertCaptioningConfig, VideoBertForCaptioning
-from videobert.model.modeling import IGNORE_INDEX
+from videobert.model.modeling import IGNORE_INDEX, require_tokenizer
 from videobert.tasks.caption import Seq2SeqExamples, generate_texts, train_seq2seq
 from videobert.tasks.evaluate import segment_visual_tokens
 from videobert.tasks.metrics import gold_ranks
@@ -481,8 +481,7 @@ def load_questions(work: str | Path, tokens_path: Path, split: str, seed: int, n
 
 def _load_model(model: Path) -> VideoBertForPreTraining:
     network = VideoBertForPreTraining.from_pretrained(model)
-    if network.tokenizer is None:
-        raise ConfigError(f"{model}: no text tokenizer files; not a model directory written by `videobert pretrain`")
+    require_tokenizer(network, model)
     return network
 
 

@@ -1,10 +1,10 @@
-"""What the question-answering and forecasting stages share: the checked inputs of a work directory, a training loop
-with early stopping on the validation loss, and the console table of their metrics.
+"""What the supervised stages share: the checked inputs of a work directory, the training loop with early stopping on
+the validation loss, and the console table of their metrics.
 
-The loop is the recipe of `tasks.finetune` (train on split train, evaluate the val loss after every epoch, keep the
-trained tensors of the best epoch, stop after `patience` epochs without improvement), written once over a function
-that computes the loss of a batch, so that tasks whose examples are not single segments (a question with K candidate
-answers) train the same way.
+The loop (`fit`) is the recipe of every fine-tuning stage (classification, captioning, QA, forecasting): train on
+split train, evaluate the val loss after every epoch, keep the trained tensors of the best epoch, stop after
+`patience` epochs without improvement. It is written once over a function that computes the loss of a batch, so that
+tasks whose examples are not single segments (a caption, a question with K candidate answers) train the same way.
 """
 from __future__ import annotations
 
@@ -19,7 +19,6 @@ import torch
 from torch import nn
 
 from videobert.model import VideoBertConfig, visual_tokenizer_from_work_dir
-from videobert.tasks.finetune import should_stop
 from videobert.tasks.peft_methods import restore_state, trained_state
 from videobert.tokenizer.stages import tokens_metadata
 from videobert.utils.errors import ConfigError
@@ -59,6 +58,12 @@ def freeze_word_embeddings(model: nn.Module) -> None:
     model.get_input_embeddings().weight.requires_grad = False
 
 
+def should_stop(val_losses: list[float], patience: int) -> bool:
+    """Whether the last `patience` epochs all failed to lower the best val loss of the epochs before them (a tie
+    is no improvement)."""
+    return len(val_losses) - 1 - int(np.argmin(val_losses)) >= patience
+
+
 def fit(
     model: nn.Module,
     train_size: int,
@@ -70,15 +75,19 @@ def fit(
     learning_rate: float,
     patience: int,
     rng: np.random.Generator,
+    weight_decay: float = 0.01,
+    max_grad_norm: float = 0.0,
 ) -> tuple[list[dict[str, float]], int]:
     """Train `model` with AdamW on its trainable parameters and leave it with the tensors of the epoch of lowest
     `val_loss`; returns the per-epoch history (epoch, train_loss, val_loss) and the best epoch.
 
     `batch_loss(rows)` is the loss of the training examples `rows` (indices below `train_size`), computed with the
     model in train mode; `val_loss()` runs the model as it needs (it is called in eval mode and may switch).
+    `max_grad_norm` > 0 clips the gradient norm of each step.
     """
+    trainable = [p for p in model.parameters() if p.requires_grad]
     # The fused kernel updates all tensors in one pass, several times faster on CPU than the per-tensor default.
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=learning_rate, fused=True)
+    optimizer = torch.optim.AdamW(trainable, lr=learning_rate, weight_decay=weight_decay, fused=True)
     history: list[dict[str, float]] = []
     best_loss, best_epoch, best_state = math.inf, 0, trained_state(model)
     for epoch in range(1, epochs + 1):
@@ -89,6 +98,8 @@ def fit(
             loss = batch_loss(order[start : start + batch_size])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if max_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(trainable, max_grad_norm)
             optimizer.step()
             losses.append(loss.item())
         model.eval()

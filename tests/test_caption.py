@@ -1,5 +1,5 @@
 """Captioning: the VideoBERT encoder + BART decoder model, its checkpoints, the generic seq2seq core (training,
-greedy and beam decoding), text infilling, the three encoder modes and the `finetune` / `evaluate` caption tasks
+greedy and beam decoding), text infilling, the four encoder modes and the `finetune` / `evaluate` caption tasks
 end to end on MiniCook."""
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 from videobert.data.ingest import load_manifest, load_sentences
 from videobert.features.store import FeatureStore
 from videobert.model import VideoBertForPreTraining
-from videobert.model.captioning import VideoBertForCaptioning
+from videobert.model.captioning import ENCODER_MODES, VideoBertForCaptioning
 from videobert.tasks import caption_metrics
 from videobert.tasks.caption import (
     Seq2SeqExamples,
@@ -222,6 +222,53 @@ def test_features_encoder_reads_clip_features_at_the_visual_positions(base_dir, 
     assert torch.equal(loaded.encoder(**batch).last_hidden_state, model.encoder(**batch).last_hidden_state)
 
 
+def test_videobert_plus_features_reads_both_and_keeps_the_pretrained_encoder(base_dir, minicook_work, tmp_path):
+    """Mode pretrained+features (the paper's VideoBERT + S3D): the pretrained encoder over the visual words beside a
+    features encoder over the same clips; the decoder attends to both state sequences."""
+    dim = FeatureStore(minicook_work).dim
+    model = captioner(base_dir, "pretrained+features", feature_dim=dim).eval()
+    source = VideoBertForPreTraining.from_pretrained(base_dir)
+    for name, tensor in source.bert.state_dict().items():
+        if not name.startswith("pooler."):
+            assert torch.equal(model.encoder.bert.state_dict()[name], tensor), name
+    splits = load_caption_examples(minicook_work, model.config, splits=("test",))
+    examples = splits["test"].examples.subset([0, 1, 2])
+    words_only = load_caption_examples(minicook_work, captioner(base_dir).config, splits=("test",))["test"].examples
+    features_only = load_caption_examples(minicook_work, captioner(base_dir, "features", feature_dim=dim).config,
+                                          splits=("test",))["test"].examples  # fmt: skip
+    for i, visual in enumerate(examples.visual):
+        assert visual.dtype.names == ("word", "feature")
+        assert np.array_equal(visual["word"], words_only.visual[i])
+        assert np.array_equal(visual["feature"], features_only.visual[i])
+    batch = encoder_inputs(model, examples.texts, examples.visual, torch.device("cpu"))
+    visual = model.config.encoder.is_visual(batch["input_ids"])
+    words = [model.config.encoder.visual_token_to_id(int(w)) for w in examples.visual[0]["word"]]
+    assert batch["input_ids"][0, visual[0]].tolist() == words  # the real visual words, not placeholders
+    states = model.encoder(**batch).last_hidden_state
+    length = batch["input_ids"].shape[1]
+    assert states.shape == (3, 2 * length, model.config.encoder.hidden_size)
+    # The first half is exactly the pretrained VideoBERT over the words; the second half reads the features.
+    plain = source.bert(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                        token_type_ids=batch["token_type_ids"]).last_hidden_state  # fmt: skip
+    assert torch.allclose(states[:, :length], plain, atol=1e-6)
+    shifted = model.encoder(**dict(batch, visual_features=batch["visual_features"] + 1.0)).last_hidden_state
+    assert torch.equal(shifted[:, :length], states[:, :length]) and not torch.allclose(shifted[:, length:], states[:, length:])
+    # Padding is masked in both halves of the decoder's cross-attention.
+    mask = model.encoder.cross_attention_mask(batch["attention_mask"])
+    assert torch.equal(mask, torch.cat([batch["attention_mask"]] * 2, dim=1))
+    # Augmentation keeps words and features together; training, decoding and a checkpoint round trip work.
+    assert np.array_equal(examples.visual[0][::2]["word"], examples.visual[0]["word"][::2])
+    train_seq2seq(model, examples, examples, epochs=1, batch_size=3, learning_rate=1e-3, seed=0, stride=2)
+    captions = generate_texts(model.eval(), examples, num_beams=2, max_new_tokens=4)
+    model.save_pretrained(tmp_path)
+    loaded = VideoBertForCaptioning.from_pretrained(tmp_path).eval()
+    assert loaded.config.encoder_mode == "pretrained+features"
+    assert torch.equal(loaded.encoder(**batch).last_hidden_state, model.encoder(**batch).last_hidden_state)
+    assert generate_texts(loaded, examples, num_beams=2, max_new_tokens=4) == captions
+    with pytest.raises(ConfigError, match="needs a positive feature_dim"):
+        captioner(base_dir, "pretrained+features")
+
+
 def test_finetune_caption_end_to_end_and_evaluate(base_dir, minicook_work, tmp_path, monkeypatch):
     # Java-free scoring: METEOR's jar takes seconds to load and is covered by tests/test_caption_metrics.py.
     monkeypatch.setattr(caption_metrics, "find_java", lambda: None)
@@ -258,22 +305,22 @@ def test_finetune_caption_rejects_classification_options(base_dir, minicook_work
         finetune(base_dir, minicook_work, tmp_path, task="caption", encoder="frozen")
 
 
-def test_caption_comparison_writes_table3_with_the_three_encoders(base_dir, minicook_work, tmp_path, monkeypatch):
+def test_caption_comparison_writes_table3_with_the_four_encoders(base_dir, minicook_work, tmp_path, monkeypatch):
     monkeypatch.setattr(caption_metrics, "find_java", lambda: None)  # the Java path is covered above
     with pytest.warns(RuntimeWarning, match="java"):
         report = caption_comparison(base_dir, minicook_work, tmp_path, epochs=1, batch_size=32, num_beams=1,
                                     denoise_steps=2, few_shot=1)  # fmt: skip
     comparison = json.loads((tmp_path / "comparison.json").read_text())
-    assert set(comparison["methods"]) == {"pretrained", "random", "features"} and report.done == 3
+    assert set(comparison["methods"]) == set(ENCODER_MODES) and report.done == 4
     # few_shot=1: one training segment per distinct caption, the same count for every encoder.
     segments = pq.read_table(minicook_work / "segments.parquet").to_pylist()
     train_captions = {row["caption"] for row in segments if row["split"] == "train"}
     all_train = sum(row["split"] == "train" for row in segments)
     assert comparison["examples"]["train"] == len(train_captions) < all_train
-    for mode in ("pretrained", "random", "features"):
+    for mode in ENCODER_MODES:
         run = json.loads((tmp_path / mode / "metrics.json").read_text())
         assert run["options"]["encoder"] == mode and run["options"]["denoise_steps"] == 2
         assert run["test"] == comparison["methods"][mode]["test"] and run["denoise_loss_first_last"] is not None
         assert VideoBertForCaptioning.from_pretrained(tmp_path / mode / "model").config.encoder_mode == mode
     table = (tmp_path / "table3.md").read_text().splitlines()
-    assert len(table) == 5 and table[2].startswith("| VideoBERT (pretrained) |") and "| - |" in table[2]
+    assert len(table) == 6 and table[2].startswith("| VideoBERT (pretrained) |") and "| - |" in table[2]

@@ -19,7 +19,8 @@ from videobert.cli import app
 from videobert.data.synth import NOUNS, VERBS
 from videobert.model import VideoBertForPreTraining
 from videobert.model.captioning import VideoBertForCaptioning
-from videobert.tasks.caption import caption_segments
+from videobert.features.store import FeatureStore
+from videobert.tasks.caption import caption_segments, words_and_features
 from videobert.tasks.predict import find_subtitles, predict
 from videobert.tasks.retrieval import alignment_similarity
 from videobert.tasks.zeroshot import LabelSet, template_scores
@@ -205,6 +206,34 @@ def test_captioner_captions_each_window(model_dir, video, tmp_path):
                                                          for window in windows], device="cpu")  # fmt: skip
     assert [w["caption"] for w in windows] == expected and all(isinstance(c, str) for c in expected)
     assert report.stats["captions"] == "written"
+
+
+def test_a_captioner_over_words_and_features_gets_both_and_a_foreign_one_is_refused(
+    model_dir, minicook_work, video, tmp_path
+):
+    store = FeatureStore(minicook_work)
+    torch.manual_seed(0)
+    captioner = VideoBertForCaptioning.from_videobert(
+        model_dir, encoder_mode="pretrained+features", feature_dim=store.dim, decoder_layers=1, max_caption_length=6
+    )  # fmt: skip
+    captioner.save_pretrained(tmp_path / "captioner")
+    out = tmp_path / "captioned.json"
+    predict(model_dir, video[1], verbs="cut", nouns="egg", window=4, captioner=tmp_path / "captioner", out=out,
+            device="cpu")  # fmt: skip
+    windows = read_json(out)["windows"]
+    # The clip features predict computes are the work dir's (extract), in the same float16 rounding.
+    rows = np.flatnonzero(np.asarray(store.clips["video"].to_pylist()) == video[0])
+    features = store.load()[rows]  # (clips of the video, D), clip order
+    words = [np.array([int(w[2:-1]) for w in window["words"]]) for window in windows]
+    visual = [words_and_features(w, features[window["first_clip"] : window["first_clip"] + window["clips"]])
+              for w, window in zip(words, windows)]  # fmt: skip
+    assert [w["caption"] for w in windows] == caption_segments(tmp_path / "captioner", visual, device="cpu")
+    torch.manual_seed(0)
+    foreign = VideoBertForCaptioning.from_videobert(model_dir, encoder_mode="features", feature_dim=store.dim + 1,
+                                                    decoder_layers=1)  # fmt: skip
+    foreign.save_pretrained(tmp_path / "foreign")
+    with pytest.raises(ConfigError, match=f"reads {store.dim + 1}-d clip features"):
+        predict(model_dir, video[1], verbs="cut", nouns="egg", captioner=tmp_path / "foreign", device="cpu")
 
 
 def test_a_model_without_the_feature_source_is_refused(model_dir, video, tmp_path):

@@ -6,13 +6,18 @@
               encoder states, feed-forward) and its LM head, tied to its token embedding
     output    WordPiece ids of the model's text tokenizer: `[CLS]` starts a caption, `[SEP]` ends it, `[PAD]` pads
 
-Encoder modes (`VideoBertCaptioningConfig.encoder_mode`), the three rows of the paper-style comparison:
+Encoder modes (`VideoBertCaptioningConfig.encoder_mode`), the rows of the paper-style comparison (Table 3):
 
-    pretrained  the encoder of a pretrained VideoBERT model directory
-    random      the same architecture, randomly initialised (what pretraining adds)
-    features    a randomly initialised encoder of the same size whose visual positions read the segment's
-                continuous clip features (standardised, then a linear projection to the hidden size) instead of
-                visual-word embeddings: video without quantisation and without pretraining
+    pretrained           the encoder of a pretrained VideoBERT model directory
+    random               the same architecture, randomly initialised (what pretraining adds)
+    features             a randomly initialised encoder of the same size whose visual positions read the segment's
+                         continuous clip features (standardised, then a linear projection to the hidden size)
+                         instead of visual-word embeddings: video without quantisation and without pretraining
+    pretrained+features  the paper's "VideoBERT + S3D" row: both of the above side by side, the pretrained
+                         encoder over the visual words and the features encoder over the same clips' features; the
+                         decoder cross-attends to the two state sequences concatenated (the paper concatenates
+                         VideoBERT's features with S3D's as the captioner's input). It sees what `features` sees,
+                         so the difference between the two rows is what VideoBERT pretraining adds.
 
 Why a small composite instead of `EncoderDecoderModel`: the features mode needs an input projection inside the
 encoder, and a caption checkpoint must carry the joint tokenizer and the visual vocabulary (as VideoBERT model
@@ -58,7 +63,9 @@ from videobert.model.tokenization import VideoBertTokenizer
 from videobert.tokenizer.hkmeans import VisualTokenizer
 from videobert.utils.errors import ConfigError
 
-ENCODER_MODES = ("pretrained", "random", "features")
+ENCODER_MODES = ("pretrained", "random", "features", "pretrained+features")
+FEATURE_MODES = ("features", "pretrained+features")  # modes that read continuous clip features
+WORD_MODES = ("pretrained", "random", "pretrained+features")  # modes that read visual words
 
 
 @strict
@@ -72,10 +79,10 @@ class VideoBertCaptioningConfig(PreTrainedConfig):
         decoder (`BartConfig` or `dict`):
             The BART decoder's configuration; `vocab_size` must be the encoder's `text_vocab_size`.
         encoder_mode (`str`, defaults to `"pretrained"`):
-            `pretrained`, `random` or `features` (module docstring). Recorded so that a checkpoint says how its encoder
-            started; only `features` changes the computation.
+            `pretrained`, `random`, `features` or `pretrained+features` (module docstring). Recorded so that a
+            checkpoint says how its encoder started and which inputs it reads.
         feature_dim (`int`, *optional*):
-            Width of the continuous clip features; required with `encoder_mode="features"`, unused otherwise.
+            Width of the continuous clip features; required by the modes that read them (`FEATURE_MODES`).
         encoder_source (`str`, *optional*):
             The VideoBERT model directory the encoder (or, in the random modes, the architecture) came from.
         caption_prefix (`str`, *optional*):
@@ -99,12 +106,22 @@ class VideoBertCaptioningConfig(PreTrainedConfig):
     eos_token_id: int | None = None
     decoder_start_token_id: int | None = None
 
+    @property
+    def reads_features(self) -> bool:
+        """Whether the encoder reads continuous clip features (`visual_features`)."""
+        return self.encoder_mode in FEATURE_MODES
+
+    @property
+    def reads_words(self) -> bool:
+        """Whether the encoder reads visual words (ids in `input_ids`)."""
+        return self.encoder_mode in WORD_MODES
+
     def __post_init__(self, **kwargs: Any) -> None:
         super().__post_init__(**kwargs)
         if self.encoder_mode not in ENCODER_MODES:
             raise ConfigError(f"encoder_mode must be one of {', '.join(ENCODER_MODES)}, got {self.encoder_mode!r}")
-        if self.encoder_mode == "features" and (self.feature_dim is None or self.feature_dim < 1):
-            raise ConfigError(f"encoder_mode 'features' needs a positive feature_dim, got {self.feature_dim}")
+        if self.encoder_mode in FEATURE_MODES and (self.feature_dim is None or self.feature_dim < 1):
+            raise ConfigError(f"encoder_mode {self.encoder_mode!r} needs a positive feature_dim, got {self.feature_dim}")
         if self.decoder.vocab_size != self.encoder.text_vocab_size:
             raise ConfigError(
                 f"the decoder's vocab_size ({self.decoder.vocab_size}) must be the encoder's text vocabulary "
@@ -188,7 +205,9 @@ class VideoBertCaptioningOutput(ModelOutput):
 
 
 class VideoBertCaptionEncoder(nn.Module):
-    """`VideoBertModel` as the caption encoder; in mode `features` its visual positions embed continuous clip features.
+    """`VideoBertModel` as the caption encoder; in mode `features` its visual positions embed continuous clip features,
+    in mode `pretrained+features` a second `VideoBertModel` (`feature_bert`) does that beside the first, which reads
+    the visual words, and the output is the two state sequences concatenated along the sequence axis.
 
     Features are standardised with `feature_mean` / `feature_std` (set from the training split by
     `set_feature_statistics`, saved with the model) and projected to the hidden size; the embeddings' position and
@@ -201,16 +220,19 @@ class VideoBertCaptionEncoder(nn.Module):
         super().__init__()
         self.config = config.encoder
         self.bert = VideoBertModel(config.encoder, add_pooling_layer=False)
-        self.feature_projection = None
-        if config.encoder_mode == "features":
+        self.mode = config.encoder_mode
+        self.feature_projection = self.feature_bert = None
+        if config.reads_features:
             self.feature_projection = nn.Linear(config.feature_dim, config.encoder.hidden_size)
             self.register_buffer("feature_mean", torch.zeros(config.feature_dim))
             self.register_buffer("feature_std", torch.ones(config.feature_dim))
+        if config.reads_features and config.reads_words:
+            self.feature_bert = VideoBertModel(config.encoder, add_pooling_layer=False)
 
     def set_feature_statistics(self, mean: torch.Tensor, std: torch.Tensor) -> None:
         """Per-dimension mean and std (feature_dim,) used to standardise clip features; std 0 counts as 1."""
         if self.feature_projection is None:
-            raise ConfigError("feature statistics apply to encoder_mode 'features' only")
+            raise ConfigError(f"feature statistics apply to the modes {', '.join(FEATURE_MODES)} only")
         with torch.no_grad():
             self.feature_mean.copy_(torch.as_tensor(mean))
             self.feature_std.copy_(torch.where(torch.as_tensor(std) > 0, torch.as_tensor(std), 1.0))
@@ -224,24 +246,39 @@ class VideoBertCaptionEncoder(nn.Module):
         **kwargs: Any,
     ) -> BaseModelOutput:
         r"""
-        visual_features (`torch.FloatTensor` of shape `(batch_size, input_length, feature_dim)`, mode `features`):
-            The clip feature of each visual position of `input_ids` (any value elsewhere); required in mode features.
+        visual_features (`torch.FloatTensor` of shape `(batch_size, input_length, feature_dim)`, `FEATURE_MODES`):
+            The clip feature of each visual position of `input_ids` (any value elsewhere); required in the modes
+            that read features.
+
+        Returns `last_hidden_state` of shape `(batch_size, input_length, hidden)`, or `(batch_size, 2 *
+        input_length, hidden)` in mode `pretrained+features` (word states, then feature states).
         """
         kwargs.pop("return_dict", None)
         if self.feature_projection is None:
             out = self.bert(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, **kwargs)
             return BaseModelOutput(out.last_hidden_state, out.hidden_states, out.attentions)
         if visual_features is None:
-            raise ConfigError("encoder_mode 'features' needs visual_features")
-        embeddings = self.bert.embeddings.word_embeddings(input_ids)  # (batch, seq, hidden)
+            raise ConfigError(f"encoder_mode {self.mode!r} needs visual_features")
+        stream = self.bert if self.feature_bert is None else self.feature_bert
+        embeddings = stream.embeddings.word_embeddings(input_ids)  # (batch, seq, hidden)
         standardised = (visual_features.to(embeddings.dtype) - self.feature_mean) / self.feature_std
         projected = self.feature_projection(standardised)  # (batch, seq, hidden)
         visual = self.config.is_visual(input_ids).unsqueeze(-1)  # (batch, seq, 1)
-        out = self.bert(
+        out = stream(
             inputs_embeds=torch.where(visual, projected, embeddings), attention_mask=attention_mask,
             token_type_ids=token_type_ids, **kwargs,
         )  # fmt: skip
-        return BaseModelOutput(out.last_hidden_state, out.hidden_states, out.attentions)
+        if self.feature_bert is None:
+            return BaseModelOutput(out.last_hidden_state, out.hidden_states, out.attentions)
+        words = self.bert(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, **kwargs)
+        return BaseModelOutput(torch.cat([words.last_hidden_state, out.last_hidden_state], dim=1))
+
+    def cross_attention_mask(self, attention_mask: torch.Tensor | None) -> torch.Tensor | None:
+        """The mask over the encoder states for the decoder's cross-attention: `attention_mask`, twice over in mode
+        `pretrained+features`."""
+        if attention_mask is None or self.feature_bert is None:
+            return attention_mask
+        return torch.cat([attention_mask, attention_mask], dim=1)  # (batch, 2 * input_length)
 
 
 class VideoBertForCaptioning(PreTrainedModel, GenerationMixin):
@@ -298,7 +335,7 @@ class VideoBertForCaptioning(PreTrainedModel, GenerationMixin):
         input_ids, attention_mask, token_type_ids (`(batch_size, input_length)`):
             The encoder input, as `VideoBertTokenizer.batch_encode` (in mode features: with any visual word at the
             visual positions, e.g. `[V0]`).
-        visual_features (`(batch_size, input_length, feature_dim)`, mode features only):
+        visual_features (`(batch_size, input_length, feature_dim)`, `FEATURE_MODES` only):
             See `VideoBertCaptionEncoder.forward`.
         decoder_input_ids (`(batch_size, caption_length)`, *optional*):
             `[CLS] caption`; built from `labels` (shifted right) when omitted.
@@ -327,7 +364,7 @@ class VideoBertForCaptioning(PreTrainedModel, GenerationMixin):
             input_ids=decoder_input_ids,
             attention_mask=decoder_attention_mask,
             encoder_hidden_states=encoder_states,
-            encoder_attention_mask=attention_mask,
+            encoder_attention_mask=self.encoder.cross_attention_mask(attention_mask),
             past_key_values=past_key_values,
             use_cache=use_cache,
             **kwargs,
@@ -361,8 +398,8 @@ class VideoBertForCaptioning(PreTrainedModel, GenerationMixin):
     ) -> "VideoBertForCaptioning":
         """A new captioning model on the VideoBERT model directory `model_dir` (written by `videobert pretrain`).
 
-        `pretrained` copies its encoder; `random` and `features` keep only its architecture and vocabulary, with
-        weights drawn from the torch seed. The decoder is new (its embedding rule is in the module docstring). The
+        `pretrained` and `pretrained+features` copy its encoder (the latter's features encoder is new); `random` and
+        `features` keep only its architecture and vocabulary, with weights drawn from the torch seed. The decoder is new (its embedding rule is in the module docstring). The
         directory's tokenizer and visual vocabulary are attached.
         """
         if encoder_mode not in ENCODER_MODES:
@@ -376,7 +413,7 @@ class VideoBertForCaptioning(PreTrainedModel, GenerationMixin):
             decoder_ffn_dim=decoder_ffn_dim, max_caption_length=max_caption_length,
         )  # fmt: skip
         model = cls(config)
-        if encoder_mode == "pretrained":
+        if encoder_mode in ("pretrained", "pretrained+features"):
             state = {k: v for k, v in source.bert.state_dict().items() if not k.startswith("pooler.")}
             model.encoder.bert.load_state_dict(state)
         if config.decoder.d_model == config.encoder.hidden_size:

@@ -2,8 +2,9 @@
 
 Generic core (captioning is one use of it, open-ended video QA another)
     `Seq2SeqExamples(texts, visual, targets)`: per example an encoder text prefix or None, the visual input (visual
-    word ids `(clips,)`, or clip features `(clips, feature_dim)` for an encoder in mode `features`, or None for text
-    alone) and the target text. `train_seq2seq` trains a `VideoBertForCaptioning` on them (teacher forcing, early
+    word ids `(clips,)`, or clip features `(clips, feature_dim)` for an encoder in mode `features`, or both as a
+    structured array with fields `word` and `feature` (`words_and_features`) for mode `pretrained+features`, or
+    None for text alone) and the target text. `train_seq2seq` trains a `VideoBertForCaptioning` on them (teacher forcing, early
     stopping on the val loss, best epoch restored); `generate_texts` decodes with `generate` (greedy or beam search,
     length penalty, no-repeat n-grams). Captioning: texts = the checkpoint's `caption_prefix` (the paper's template
     with `with_template`, else None), targets = captions. QA: texts = questions, targets = answers.
@@ -23,8 +24,8 @@ with `finetune`'s augmentation (`augment`). Outputs in OUT::
     captions.jsonl    one test segment a line: video, start, end, reference, generated
     model/            the caption checkpoint (`VideoBertForCaptioning.save_pretrained`, self-contained)
 
-`caption_comparison` trains the three encoders of `model.captioning` (pretrained, random, features) with the same
-decoder, data and budget and writes the paper-style Table 3 of the three.
+`caption_comparison` trains the encoders of `model.captioning` (pretrained, random, features, pretrained+features)
+with the same decoder, data and budget and writes the paper-style Table 3 of them.
 """
 from __future__ import annotations
 
@@ -44,7 +45,12 @@ import torch
 from videobert.data.ingest import load_manifest, load_segments, load_sentences
 from videobert.features.store import FeatureStore
 from videobert.model import visual_tokenizer_from_work_dir
-from videobert.model.captioning import ENCODER_MODES, VideoBertCaptioningConfig, VideoBertForCaptioning
+from videobert.model.captioning import (
+    ENCODER_MODES,
+    FEATURE_MODES,
+    VideoBertCaptioningConfig,
+    VideoBertForCaptioning,
+)
 from videobert.tasks.caption_metrics import CaptionScorer, format_table3, print_table3
 from videobert.tasks.evaluate import segment_visual_tokens
 from videobert.tasks.finetune import augment, few_shot_rows
@@ -64,9 +70,9 @@ METRICS_FILE = "metrics.json"
 CAPTIONS_FILE = "captions.jsonl"
 CHECKPOINT_DIR = "model"
 SPLITS = ("train", "val", "test")
-METHOD_NAMES = {"pretrained": "VideoBERT (pretrained)", "random": "random encoder", "features": "clip features"}
-# caption_comparison's budget per encoder: on the 120-video demo corpus (383 training segments, 2 x 256 encoder) the
-# three runs take about 60-90 s on 2 CPU cores.
+METHOD_NAMES = {"pretrained": "VideoBERT (pretrained)", "random": "random encoder", "features": "clip features",
+                "pretrained+features": "VideoBERT + clip features"}
+# caption_comparison's most epochs per encoder (early stopping on the val loss usually ends a run sooner).
 COMPARISON_EPOCHS = 10
 
 
@@ -101,15 +107,20 @@ class Seq2SeqExamples:
 def encoder_inputs(
     model: VideoBertForCaptioning, texts: list[str | None], visual: list[np.ndarray | None], device: torch.device
 ) -> dict[str, torch.Tensor]:
-    """The encoder's (batch, seq) inputs for (text, visual) pairs on `device`; in mode `features` also
-    `visual_features` (batch, seq, feature_dim), each clip's feature at its visual position."""
+    """The encoder's (batch, seq) inputs for (text, visual) pairs on `device`; in the modes that read features also
+    `visual_features` (batch, seq, feature_dim), each clip's feature at its visual position. `visual` holds what the
+    mode reads (module docstring)."""
     tokenizer, config = model.tokenizer, model.config
-    if config.encoder_mode != "features":
+    if not config.reads_features:
         batch = tokenizer.batch_encode(texts, visual)
         return {key: value.to(device) for key, value in batch.items()}
-    # Placeholder words hold the visual positions; the encoder replaces their embeddings by the projected features.
-    placeholders = [None if v is None else np.zeros(len(v), dtype=np.int64) for v in visual]
-    batch = tokenizer.batch_encode(texts, placeholders)
+    if config.reads_words:
+        words = [None if v is None else v["word"] for v in visual]
+        visual = [None if v is None else v["feature"] for v in visual]
+    else:
+        # Placeholder words hold the visual positions; the encoder replaces their embeddings by the projected features.
+        words = [None if v is None else np.zeros(len(v), dtype=np.int64) for v in visual]
+    batch = tokenizer.batch_encode(texts, words)
     is_visual = config.encoder.is_visual(batch["input_ids"])  # (batch, seq)
     features = torch.zeros(*batch["input_ids"].shape, config.feature_dim)  # (batch, seq, feature_dim)
     for row, clips in enumerate(visual):
@@ -326,21 +337,23 @@ class CaptionSplit:
 def load_caption_examples(
     work: Path, config: VideoBertCaptioningConfig, splits: tuple[str, ...] = SPLITS
 ) -> dict[str, CaptionSplit]:
-    """Split name -> the captioned segments with video of that split (module docstring), with visual words (or clip
-    features for an encoder in mode `features`) and `config.caption_prefix` as text. The work directory's
+    """Split name -> the captioned segments with video of that split (module docstring), with visual words, clip
+    features or both (`words_and_features`), as `config.encoder_mode` reads them, and `config.caption_prefix` as
+    text. The work directory's
     vocabulary must be the model's (checked by hash)."""
     wd = WorkDir(work)
     segments = load_segments(work)
     captions = segments["caption"].to_pylist()
     segments = segments.filter(pa.array([c is not None and bool(c.strip()) for c in captions]))
-    if config.encoder_mode == "features":
-        visual = segment_clip_features(work, segments)
-    else:
+    if config.reads_words:
         visual_tokenizer = visual_tokenizer_from_work_dir(work, config.encoder)
         tokens_path = wd.require(wd.tokens, "tokenize")
         if tokens_metadata(tokens_path).get("vocab_hash") != visual_tokenizer.content_hash:
             raise ConfigError(f"{tokens_path} was made with another vocabulary than {wd.vocab}; run `videobert tokenize`")
         visual = segment_visual_tokens(tokens_path, segments)
+    if config.reads_features:
+        features = segment_clip_features(work, segments)
+        visual = [words_and_features(w, f) for w, f in zip(visual, features)] if config.reads_words else features
     has_video = np.array([len(v) > 0 for v in visual], dtype=bool)
     segments = segments.filter(pa.array(has_video))
     visual = [v for v, keep in zip(visual, has_video) if keep]
@@ -355,6 +368,23 @@ def load_caption_examples(
             raise InputError(wd.segments, f"no captioned segment with video in split {split!r}")
         out[split] = CaptionSplit(everything.subset(rows), segments.take(pa.array(rows)))
     return out
+
+
+def words_and_features(words: np.ndarray, features: np.ndarray) -> np.ndarray:
+    """The visual input of mode `pretrained+features`: a structured array of one record per clip, with fields `word`
+    (its visual word) and `feature` (its `(feature_dim,)` clip feature); indexing and slicing keep the two together,
+    so the augmentations of `finetune.augment` apply unchanged."""
+    if len(words) != len(features):
+        raise ValueError(f"{len(words)} visual words but {len(features)} clip features")
+    features = np.asarray(features, dtype=np.float32)
+    out = np.empty(len(words), dtype=[("word", np.int64), ("feature", np.float32, (features.shape[1],))])
+    out["word"], out["feature"] = words, features
+    return out
+
+
+def clip_features_of(visual: np.ndarray) -> np.ndarray:
+    """The `(clips, feature_dim)` clip features of a visual input that has them (plain or `words_and_features`)."""
+    return visual["feature"] if visual.dtype.names else visual
 
 
 def segment_clip_features(work: Path, segments: pa.Table) -> list[np.ndarray]:
@@ -518,7 +548,7 @@ def _caption_run(
     """setup -> denoise -> train -> caption test -> score -> save (module docstring); returns metrics.json."""
     started = time.perf_counter()
     torch.manual_seed(options.seed)
-    feature_dim = FeatureStore(work).dim if options.encoder == "features" else None
+    feature_dim = FeatureStore(work).dim if options.encoder in FEATURE_MODES else None
     network = VideoBertForCaptioning.from_videobert(
         model_dir, encoder_mode=options.encoder, feature_dim=feature_dim,
         caption_prefix=TEMPLATE if options.with_template else None, decoder_layers=options.decoder_layers,
@@ -530,8 +560,8 @@ def _caption_run(
         captions = np.unique(train.examples.targets, return_inverse=True)[1][:, None]  # (examples, 1) caption ids
         rows = few_shot_rows(captions, options.few_shot, np.random.default_rng(options.seed))
         splits["train"] = CaptionSplit(train.examples.subset(rows), train.segments.take(pa.array(rows)))
-    if options.encoder == "features":
-        clips = np.concatenate(splits["train"].examples.visual)  # (train clips, feature_dim)
+    if options.encoder in FEATURE_MODES:
+        clips = np.concatenate([clip_features_of(v) for v in splits["train"].examples.visual])  # (clips, feature_dim)
         network.encoder.set_feature_statistics(torch.from_numpy(clips.mean(axis=0)), torch.from_numpy(clips.std(axis=0)))
     denoise_losses: list[float] = []
     if options.denoise_steps:
@@ -675,7 +705,8 @@ def caption_comparison(
     device: str = "auto",
 ) -> StageReport:
     """The paper's Table 3 on one corpus: the same decoder, data and budget with (a) the pretrained VideoBERT
-    encoder, (b) a randomly initialised one and (c) a random one over continuous clip features.
+    encoder, (b) a randomly initialised one, (c) a random one over continuous clip features and (d) the paper's
+    "VideoBERT + S3D": (a) and (c) side by side, so that (d) against (c) is what pretraining adds to the features.
 
     Args:
         model: Model directory written by `videobert pretrain`.
@@ -690,7 +721,7 @@ def caption_comparison(
         with_template: Encode the paper's template sentence before the visual tokens.
         denoise_steps: Steps of text-infilling denoising before captioning, per encoder.
         num_beams: Beam width at test time.
-        seed: Seed shared by the three runs.
+        seed: Seed shared by the runs.
         device: auto (CUDA when available), cuda or cpu.
     """
     base = CaptionOptions(

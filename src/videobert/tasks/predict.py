@@ -126,7 +126,7 @@ def predict(
     # Parsed before decoding, so that a bad subtitle file fails fast.
     cues = load_transcript(subtitles, info.duration).sentences if subtitles is not None else []
 
-    starts, ends, tokens = visual_words(network, source, video, batch_size, device)
+    starts, ends, tokens, features = visual_words(network, source, video, batch_size, device)
     if not len(tokens):
         raise InputError(video, f"shorter than one clip ({source.clip_frames / source.fps:g} s): no visual words")
     record = VideoRecord(str(video), np.asarray(starts), np.asarray(ends), tokens.astype(np.int64))
@@ -148,7 +148,7 @@ def predict(
             network, network.tokenizer, [None], labels["verb"], labels["noun"], template, batch_size
         )
         sentences = _sentence_alignment(network, record, cues, batch_size)
-    captions = _captions(captioner, window_tokens, device)
+    captions = _captions(captioner, window_tokens, [features[a : a + window] for a in bounds], device)
 
     windows = []
     for i, a in enumerate(bounds):
@@ -201,9 +201,9 @@ def find_subtitles(video: Path) -> Path | None:
 
 def visual_words(
     network: VideoBertForPreTraining, source: FeatureSource, video: Path, batch_size: int, device: str
-) -> tuple[list[float], list[float], np.ndarray]:
-    """Clip starts, clip ends (seconds) and the (clips,) int32 visual words of `video`, made with the backbone and
-    clip sampling of `source` and the model's visual tokenizer."""
+) -> tuple[list[float], list[float], np.ndarray, np.ndarray]:
+    """Clip starts, clip ends (seconds), the (clips,) int32 visual words and the (clips, D) float32 clip features of
+    `video`, made with the backbone and clip sampling of `source` and the model's visual tokenizer."""
     backbone = get_backbone(source.backbone, device)
     if backbone.dim != source.dim or tuple(backbone.clip_size) != source.size:
         raise ConfigError(
@@ -225,10 +225,10 @@ def visual_words(
     if batch:
         features.append(backbone(np.stack(batch)))
     if not features:
-        return starts, ends, np.zeros(0, np.int32)
+        return starts, ends, np.zeros(0, np.int32), np.zeros((0, source.dim), np.float32)
     # The feature store keeps float16; rounding the same way gives the same words as `extract` + `tokenize`.
     stacked = np.concatenate(features).astype(np.float16)  # (clips, D)
-    return starts, ends, network.visual_tokenizer.encode(stacked)
+    return starts, ends, network.visual_tokenizer.encode(stacked), stacked.astype(np.float32)
 
 
 def top_labels(scores: np.ndarray, labels: LabelSet, k: int = TOP_K) -> list[dict[str, Any]]:
@@ -319,14 +319,29 @@ def _sentence_alignment(
     return rows
 
 
-def _captions(captioner: Path | None, window_tokens: Sequence[np.ndarray], device: str) -> list[str] | None:
-    """One caption per window from the caption checkpoint `captioner` (`tasks.caption.caption_segments`), or None
-    without one."""
+def _captions(
+    captioner: Path | None, window_tokens: Sequence[np.ndarray], window_features: Sequence[np.ndarray], device: str
+) -> list[str] | None:
+    """One caption per window from the caption checkpoint `captioner` (`tasks.caption.caption_segments`), fed the
+    window's visual words, clip features or both, as its encoder reads them; None without a captioner."""
     if captioner is None:
         return None
-    from videobert.tasks.caption import caption_segments  # loads the decoder stack only when asked for captions
+    # The decoder stack loads only when captions are asked for.
+    from videobert.model.captioning import VideoBertForCaptioning
+    from videobert.tasks.caption import caption_segments, resolve_checkpoint, words_and_features
 
-    captions = list(caption_segments(Path(captioner), list(window_tokens), device=device))
+    network = VideoBertForCaptioning.from_pretrained(resolve_checkpoint(Path(captioner)))
+    config = network.config
+    if config.reads_features and config.feature_dim != (window_features[0].shape[1] if window_features else None):
+        raise ConfigError(
+            f"{captioner}: the captioner reads {config.feature_dim}-d clip features, the model's backbone gives "
+            f"{window_features[0].shape[1]}-d ones"
+        )
+    if config.reads_features and config.reads_words:
+        visual = [words_and_features(w, f) for w, f in zip(window_tokens, window_features)]
+    else:
+        visual = list(window_features) if config.reads_features else list(window_tokens)
+    captions = list(caption_segments(network, visual, device=device))
     if len(captions) != len(window_tokens):
         raise ConfigError(f"the captioner returned {len(captions)} captions for {len(window_tokens)} windows")
     return captions

@@ -487,7 +487,7 @@ def _load_model(model: Path) -> VideoBertForPreTraining:
 
 def _load_answerer(model: Path) -> VideoBertForCaptioning:
     network = VideoBertForCaptioning.from_pretrained(model)
-    if network.tokenizer is None or network.config.encoder_mode == "features":
+    if network.tokenizer is None or network.config.reads_features:
         raise ConfigError(f"{model}: open-ended QA needs a checkpoint over visual words with its tokenizer files")
     return network
 

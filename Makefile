@@ -7,7 +7,7 @@ DEMO_SIZE ?= small
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo install bench clean
+.PHONY: test demo install bench bench-demo clean
 
 install: $(STAMP)
 
@@ -27,8 +27,14 @@ test: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/videobert demo --out $(DEMO_OUT) --size $(DEMO_SIZE)
 
+# Stand-alone benchmarks; bench-demo runs those that read a finished `make demo` ($(DEMO_OUT)/work and /model).
 bench: $(STAMP)
-	for b in benchmarks/*.py; do $(PY) $$b || exit 1; done
+	for b in decode extract kmeans pretrain text_vocab; do $(PY) benchmarks/$$b.py || exit 1; done
+
+bench-demo: $(STAMP)
+	$(PY) benchmarks/alignment_probe.py $(DEMO_OUT)/work $(DEMO_OUT)/model
+	$(PY) benchmarks/clip_length.py $(DEMO_OUT)/work
+	$(PY) benchmarks/captioning.py $(DEMO_OUT)/model $(DEMO_OUT)/work
 
 clean:
 	rm -rf $(DEMO_OUT) .pytest_cache build *.egg-info src/*.egg-info

@@ -122,6 +122,7 @@ def test_config_validation():
     for bad, message in [
         (dict(bf16=True, fp16=True), "one of bf16 and fp16"),
         (dict(init="scratch:2-64"), "scratch:LAYERSxHIDDEN"),
+        (dict(init="scratch:2x64x2x1"), "scratch:LAYERSxHIDDEN"),
         (dict(lr_schedule="sawtooth"), "lr_schedule"),
         (dict(visual_init="zeros"), "visual_init"),
         (dict(max_steps=0), "max_steps"),
@@ -134,6 +135,18 @@ def test_config_validation():
             PretrainConfig(fp16=True)
         with pytest.raises(ConfigError, match="no CUDA GPU"):
             PretrainConfig(device="cuda")
+
+
+def test_scratch_init_takes_an_optional_head_count(tmp_path):
+    from videobert.training.pretrain import write_scratch_bert
+
+    config = json.loads((write_scratch_bert(tmp_path / "a", 2, 128, heads=8) / "config.json").read_text())
+    assert (config["num_hidden_layers"], config["hidden_size"], config["num_attention_heads"]) == (2, 128, 8)
+    default = json.loads((write_scratch_bert(tmp_path / "b", 1, 128) / "config.json").read_text())
+    assert default["num_attention_heads"] == 2
+    with pytest.raises(ConfigError, match="multiple of the heads"):
+        write_scratch_bert(tmp_path / "c", 1, 128, heads=3)
+    assert PretrainConfig(init="scratch:2x128x8").init == "scratch:2x128x8"
 
 
 def test_text_vocab_trains_a_narration_wordpiece_vocabulary(minicook_work, tmp_path):

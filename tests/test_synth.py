@@ -243,3 +243,19 @@ def test_overwrite_replaces_the_corpus(corpus, tmp_path):
     assert sorted(p.name for p in (copy / "videos").iterdir()) == [
         "minicook_0000.mp4", "minicook_0000.srt", "minicook_0001.mp4", "minicook_0001.srt"]
     assert {r["video"] for r in _annotations(copy)} == {"videos/minicook_0000.mp4", "videos/minicook_0001.mp4"}
+
+
+def test_fewer_verbs_and_nouns_make_a_smaller_corpus_and_keep_the_full_one_unchanged(corpus, tmp_path):
+    small = tmp_path / "small"
+    synth(small, videos=6, seed=3, verbs=2, nouns=3, **SIZE)
+    rows = _annotations(small)
+    assert {r["verb"] for r in rows} <= set(VERBS[:2]) and {r["noun"] for r in rows} <= set(NOUNS[:3])
+    config = json.loads((small / "synth.json").read_text())
+    assert config["verbs"] == list(VERBS[:2]) and config["nouns"] == list(NOUNS[:3])
+    assert config["parameters"]["verbs"] == 2 and config["parameters"]["nouns"] == 3
+    # The full corpus records no reduction, so corpora made before the option keep their identity.
+    assert "verbs" not in json.loads((corpus / "synth.json").read_text())["parameters"]
+    with pytest.raises(ConfigError, match="verbs must be in 1..8"):
+        synth(tmp_path / "bad", videos=2, verbs=0)
+    with pytest.raises(ConfigError, match="nouns in 1..10, got 8 and 11"):
+        synth(tmp_path / "bad", videos=2, nouns=11)

@@ -588,8 +588,17 @@ def _narrate(steps: tuple[Step, ...], fps: int, duration: float, rng: np.random.
     return tuple(sorted(cues, key=lambda c: c.start))
 
 
-def plan_video(index: int, seed: int, fps: int = 20, min_steps: int = 3, max_steps: int = 6) -> VideoPlan:
-    """The timeline and narration of video ``index`` of the corpus generated with ``seed``."""
+def plan_video(
+    index: int,
+    seed: int,
+    fps: int = 20,
+    min_steps: int = 3,
+    max_steps: int = 6,
+    verbs: tuple[str, ...] = VERBS,
+    nouns: tuple[str, ...] = NOUNS,
+) -> VideoPlan:
+    """The timeline and narration of video ``index`` of the corpus generated with ``seed``; its steps draw from
+    ``verbs`` and ``nouns``."""
     rng, _ = _video_rngs(seed, index)
 
     def frames(seconds: float) -> int:
@@ -600,7 +609,7 @@ def plan_video(index: int, seed: int, fps: int = 20, min_steps: int = 3, max_ste
     for k in range(int(rng.integers(min_steps, max_steps + 1))):
         if k:
             cursor += frames(rng.uniform(0.3, 1.0)) if rng.random() < 0.6 else 0
-        verb, noun = str(rng.choice(VERBS)), str(rng.choice(NOUNS))
+        verb, noun = str(rng.choice(verbs)), str(rng.choice(nouns))
         length = frames(rng.uniform(2.0, 4.0))
         steps.append(Step(verb, noun, cursor, cursor + length))
         cursor += length
@@ -706,6 +715,8 @@ def synth(
     fps: int = 20,
     min_steps: int = 3,
     max_steps: int = 6,
+    verbs: int = len(VERBS),
+    nouns: int = len(NOUNS),
     overwrite: bool = False,
 ) -> StageReport:
     """Generate MiniCook, a corpus of narrated cooking videos with exact step annotations.
@@ -724,6 +735,8 @@ def synth(
         fps: Frames per second.
         min_steps: Fewest steps in a video.
         max_steps: Most steps in a video.
+        verbs: Use only the first this many of the 8 verbs (a smaller, easier corpus for quick experiments).
+        nouns: Use only the first this many of the 10 nouns.
         overwrite: Write into a non-empty directory, replacing an earlier MiniCook corpus there.
     """
     if videos < 1:
@@ -732,17 +745,22 @@ def synth(
         raise ConfigError(f"width and height must be even and at least 32 (H.264 yuv420p), got {width}x{height}")
     if not 1 <= fps <= 120:
         raise ConfigError(f"fps must be between 1 and 120, got {fps}")
+    if not 1 <= verbs <= len(VERBS) or not 1 <= nouns <= len(NOUNS):
+        raise ConfigError(f"verbs must be in 1..{len(VERBS)} and nouns in 1..{len(NOUNS)}, got {verbs} and {nouns}")
+    used_verbs, used_nouns = VERBS[:verbs], NOUNS[:nouns]
     if not 1 <= min_steps <= max_steps:
         raise ConfigError(f"need 1 <= min_steps <= max_steps, got min_steps={min_steps}, max_steps={max_steps}")
     out = Path(out)
     identity = {"generator": "minicook", "version": _VERSION, "videos": videos, "seed": seed, "width": width,
                 "height": height, "fps": fps, "min_steps": min_steps, "max_steps": max_steps}
+    if (verbs, nouns) != (len(VERBS), len(NOUNS)):  # recorded only when reduced: full corpora keep their identity
+        identity |= {"verbs": verbs, "nouns": nouns}
     _check_out(out, identity, overwrite)
     began = time.perf_counter()
     splits = assign_splits(videos, seed)
     # The config goes first: a run cut short is then recognisable as this corpus and can be resumed.
     write_json(out / "synth.json", {
-        "parameters": identity, "verbs": list(VERBS), "nouns": list(NOUNS), "template": TEMPLATE,
+        "parameters": identity, "verbs": list(used_verbs), "nouns": list(used_nouns), "template": TEMPLATE,
         "noun_colours": {k: [list(c) for c in v] for k, v in NOUN_COLOURS.items()},
         "splits": {s: splits.count(s) for s in SPLITS},
     })
@@ -751,7 +769,7 @@ def synth(
     done = skipped = 0
     seconds = 0.0
     for i in range(videos):
-        plan = plan_video(i, seed, fps, min_steps, max_steps)
+        plan = plan_video(i, seed, fps, min_steps, max_steps, used_verbs, used_nouns)
         mp4, srt = videos_dir / f"{plan.name}.mp4", videos_dir / f"{plan.name}.srt"
         if overwrite or not (mp4.is_file() and srt.is_file()):
             write_video(mp4, render_video(plan, seed, i, height, width), fps, height, width)

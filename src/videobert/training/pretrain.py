@@ -92,7 +92,7 @@ LOGS = "logs"
 RUN_FILE = "run.json"
 METRICS_FILE = "metrics.json"
 _STAGING = ".model.tmp"
-_SCRATCH = re.compile(r"scratch:(\d+)x(\d+)")
+_SCRATCH = re.compile(r"scratch:(\d+)x(\d+)(?:x(\d+))?")
 # The WordPiece trainer's alphabet and special tokens alone take about 100 entries.
 _MIN_TEXT_VOCAB = 200
 _SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
@@ -108,8 +108,8 @@ class PretrainConfig:
 
     init: str = "minilm"
     """Text initialisation: ``minilm`` (the offline all-MiniLM-L6-v2 BERT), a BERT directory or Hub id, or
-    ``scratch:LAYERSxHIDDEN`` (a random BERT with MiniLM's WordPiece vocabulary, or ``text_vocab``'s, max(1,
-    HIDDEN // 64) heads and a 4 x HIDDEN feed-forward layer)."""
+    ``scratch:LAYERSxHIDDEN[xHEADS]`` (a random BERT with MiniLM's WordPiece vocabulary, or ``text_vocab``'s, HEADS
+    attention heads (default max(1, HIDDEN // 64)) and a 4 x HIDDEN feed-forward layer)."""
     text_vocab: int = 0
     """Scratch initialisations only: train a WordPiece vocabulary of at most this many entries on the narration of
     the training videos (Hugging Face ``tokenizers``, BERT's lowercasing normaliser and pre-tokeniser) instead of
@@ -162,7 +162,9 @@ class PretrainConfig:
         if self.visual_init not in ("centroids", "random"):
             raise ConfigError(f"visual_init must be 'centroids' or 'random', got {self.visual_init!r}")
         if self.init.startswith("scratch") and not _SCRATCH.fullmatch(self.init):
-            raise ConfigError(f"init {self.init!r}: write a random BERT as scratch:LAYERSxHIDDEN, e.g. scratch:2x64")
+            raise ConfigError(
+                f"init {self.init!r}: write a random BERT as scratch:LAYERSxHIDDEN[xHEADS], e.g. scratch:2x64"
+            )
         if self.text_vocab and not _SCRATCH.fullmatch(self.init):
             raise ConfigError(f"text_vocab replaces the vocabulary of a random BERT; init {self.init!r} brings its own")
         if self.text_vocab and self.text_vocab < _MIN_TEXT_VOCAB:
@@ -464,7 +466,10 @@ class PretrainRecipe:
             tokenizer = BertTokenizerFast.from_pretrained(folder)
         # A random BERT goes through a checkpoint folder so that it is extended exactly like a pretrained one.
         with tempfile.TemporaryDirectory(prefix="videobert-scratch-") as folder:
-            write_scratch_bert(Path(folder), layers=int(scratch.group(1)), hidden=int(scratch.group(2)), tokenizer=tokenizer)
+            write_scratch_bert(
+                Path(folder), layers=int(scratch.group(1)), hidden=int(scratch.group(2)), tokenizer=tokenizer,
+                heads=int(scratch.group(3)) if scratch.group(3) else None,
+            )  # fmt: skip
             return VideoBertForPreTraining.from_text_checkpoint(
                 folder, visual_tokenizer=visual_tokenizer, visual_init=c.visual_init
             )
@@ -520,14 +525,20 @@ class PretrainRecipe:
             self.trainer = None
 
 
-def write_scratch_bert(folder: Path, layers: int, hidden: int, tokenizer: PreTrainedTokenizerBase | None = None) -> Path:
-    """A randomly initialised BERT (pretraining layout) with ``tokenizer`` (default MiniLM's WordPiece), in
-    ``folder``."""
-    if layers < 1 or hidden < 1:
-        raise ConfigError(f"scratch:{layers}x{hidden}: layers and hidden size must be positive")
-    heads = max(1, hidden // 64)
+def write_scratch_bert(
+    folder: Path,
+    layers: int,
+    hidden: int,
+    tokenizer: PreTrainedTokenizerBase | None = None,
+    heads: int | None = None,
+) -> Path:
+    """A randomly initialised BERT (pretraining layout) with ``tokenizer`` (default MiniLM's WordPiece) and ``heads``
+    attention heads (default max(1, hidden // 64)), in ``folder``."""
+    if layers < 1 or hidden < 1 or (heads is not None and heads < 1):
+        raise ConfigError(f"scratch:{layers}x{hidden}: layers, hidden size and heads must be positive")
+    heads = heads or max(1, hidden // 64)
     if hidden % heads:
-        raise ConfigError(f"scratch:{layers}x{hidden}: hidden size must be a multiple of 64 above 64")
+        raise ConfigError(f"scratch:{layers}x{hidden}x{heads}: the hidden size must be a multiple of the heads")
     if tokenizer is None:
         tokenizer = AutoTokenizer.from_pretrained(default_text_checkpoint())
     config = BertConfig(

@@ -31,6 +31,7 @@ from videobert.tasks.caption import (
     text_infilling,
     train_seq2seq,
     training_sentences,
+    words_and_features,
 )
 from videobert.tasks.evaluate import evaluate
 from videobert.tasks.finetune import finetune
@@ -267,6 +268,8 @@ def test_videobert_plus_features_reads_both_and_keeps_the_pretrained_encoder(bas
     assert generate_texts(loaded, examples, num_beams=2, max_new_tokens=4) == captions
     with pytest.raises(ConfigError, match="needs a positive feature_dim"):
         captioner(base_dir, "pretrained+features")
+    with pytest.raises(ValueError, match="3 visual words but 2 clip features"):
+        words_and_features(np.arange(3), np.zeros((2, dim), np.float32))
 
 
 def test_finetune_caption_end_to_end_and_evaluate(base_dir, minicook_work, tmp_path, monkeypatch):

@@ -18,6 +18,7 @@ from videobert.model import (
     require_tokenizer,
     visual_tokenizer_from_work_dir,
 )
+from videobert.model.captioning import VideoBertForCaptioning
 from videobert.tokenizer.hkmeans import VisualTokenizer, VisualVocabConfig
 from videobert.utils.errors import ConfigError
 from checkpoints import save_tiny_bert
@@ -371,3 +372,10 @@ def test_checkpoint_kinds_are_not_confused(tiny_model, tiny_bert_dir, tmp_path):
         VideoBertForPreTraining.from_pretrained(tmp_path / "empty")
     with pytest.raises(ConfigError, match="no config.json"):
         VideoBertTokenizer.from_pretrained(tmp_path / "empty")
+    (tmp_path / "corrupt").mkdir()
+    (tmp_path / "corrupt" / "config.json").write_text('{"model_type": "videob')  # truncated
+    with pytest.raises(ConfigError, match=r"corrupt/config.json: unreadable"):
+        VideoBertForPreTraining.from_pretrained(tmp_path / "corrupt")
+    (tmp_path / "corrupt" / "config.json").write_text("[1, 2]")
+    with pytest.raises(ConfigError, match=r"corrupt/config.json: not a JSON object"):
+        VideoBertForCaptioning.from_pretrained(tmp_path / "corrupt")

@@ -50,4 +50,6 @@ def test_demo_rejects_unknown_size(tmp_path):
     assert "unknown demo size 'huge'" in result.output
     result = CliRunner().invoke(app, ["demo", "--out", str(tmp_path), "--pretrain-steps", "-5"])
     assert result.exit_code == 2 and "pretrain_steps must be non-negative" in result.output
+    result = CliRunner().invoke(app, ["demo", "--out", str(tmp_path), "--clip-frames", "1"])
+    assert result.exit_code == 2 and "clip_frames must be at least 2" in result.output
     assert not (tmp_path / "corpus").exists()  # refused before any work

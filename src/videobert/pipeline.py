@@ -113,6 +113,8 @@ def demo(
         raise ConfigError(f"unknown demo size {size!r}; choose one of {', '.join(DEMO_SIZES)}")
     if pretrain_steps < 0:
         raise ConfigError(f"pretrain_steps must be non-negative, got {pretrain_steps}")
+    if clip_frames < 2:
+        raise ConfigError(f"clip_frames must be at least 2 (motion needs two frames), got {clip_frames}")
     spec = DEMO_SIZES[size]
     steps = pretrain_steps or spec.pretrain_steps
     out = Path(out)

@@ -34,7 +34,6 @@ the encoder states through a linear projection (`encoder_projection`).
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,7 +50,7 @@ from transformers.models.bart.modeling_bart import shift_tokens_right
 from transformers.utils import ModelOutput
 from transformers.utils.generic import can_return_tuple
 
-from videobert.model.configuration import VideoBertConfig
+from videobert.model.configuration import VideoBertConfig, require_model_dir
 from videobert.model.modeling import (
     IGNORE_INDEX,
     VISUAL_VOCAB_DIR,
@@ -451,21 +450,11 @@ class VideoBertForCaptioning(PreTrainedModel, GenerationMixin):
 
 def require_caption_dir(path: str | os.PathLike) -> Path:
     """Return `path` if it is a caption checkpoint directory, else raise a `ConfigError` that says what it is."""
-    path = Path(path)
-    config_file = path / "config.json"
-    if not config_file.is_file():
-        raise ConfigError(f"{path}: no config.json; not a caption checkpoint directory")
-    with open(config_file, encoding="utf-8") as fh:
-        model_type = json.load(fh).get("model_type")
-    if model_type != VideoBertCaptioningConfig.model_type:
-        hint = (
-            "; it is a pretrained VideoBERT: build a captioner on it with `videobert finetune MODEL WORK OUT "
-            "--task caption`"
-            if model_type == VideoBertConfig.model_type
-            else ""
-        )
-        raise ConfigError(f"{path}: model_type is {model_type!r}, not a caption checkpoint{hint}")
-    return path
+    return require_model_dir(
+        path, VideoBertCaptioningConfig.model_type, "caption checkpoint directory",
+        {VideoBertConfig.model_type: "; it is a pretrained VideoBERT: build a captioner on it with `videobert finetune "
+                                     "MODEL WORK OUT --task caption`"},
+    )  # fmt: skip
 
 
 AutoConfig.register(VideoBertCaptioningConfig.model_type, VideoBertCaptioningConfig, exist_ok=True)

@@ -211,21 +211,42 @@ class VideoBertConfig(BertConfig):
             )
 
 
+def directory_model_type(path: str | os.PathLike) -> str | None:
+    """The `model_type` recorded in `path`/config.json, or None when there is no such file; a config.json that is
+    not a JSON object raises a `ConfigError` naming it."""
+    config_file = Path(path) / "config.json"
+    if not config_file.is_file():
+        return None
+    try:
+        with open(config_file, encoding="utf-8") as fh:
+            config = json.load(fh)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{config_file}: unreadable ({error})") from None
+    if not isinstance(config, dict):
+        raise ConfigError(f"{config_file}: not a JSON object")
+    return config.get("model_type")
+
+
+def require_model_dir(
+    path: str | os.PathLike, model_type: str, kind: str, hints: dict[str | None, str] | None = None
+) -> Path:
+    """Return `path` if its config.json records `model_type`, else raise a `ConfigError` that names the directory
+    and says what it is instead; `kind` names what was expected (e.g. "VideoBERT model directory"), `hints` adds a
+    suggestion for a directory of another known model_type."""
+    path = Path(path)
+    if not path.is_dir():
+        raise ConfigError(f"{path}: not a directory; expected a {kind}")
+    found = directory_model_type(path)
+    if found is None:
+        raise ConfigError(f"{path}: no config.json; not a {kind}")
+    if found != model_type:
+        raise ConfigError(f"{path}: model_type is {found!r}, not a {kind}{(hints or {}).get(found, '')}")
+    return path
+
+
 def require_videobert_dir(path: str | os.PathLike) -> Path:
     """Return `path` if it is a VideoBERT model directory, else raise a `ConfigError` that says what it is."""
-    path = Path(path)
-    config_file = path / "config.json"
-    if not path.is_dir():
-        raise ConfigError(f"{path}: not a directory; expected a VideoBERT model directory")
-    if not config_file.is_file():
-        raise ConfigError(f"{path}: no config.json; not a VideoBERT model directory")
-    with open(config_file, encoding="utf-8") as fh:
-        model_type = json.load(fh).get("model_type")
-    if model_type != VideoBertConfig.model_type:
-        hint = (
-            "; to start from a text BERT use VideoBertForPreTraining.from_text_checkpoint"
-            if model_type == "bert"
-            else ""
-        )
-        raise ConfigError(f"{path}: model_type is {model_type!r}, not a VideoBERT model directory{hint}")
-    return path
+    return require_model_dir(
+        path, VideoBertConfig.model_type, "VideoBERT model directory",
+        {"bert": "; to start from a text BERT use VideoBertForPreTraining.from_text_checkpoint"},
+    )  # fmt: skip

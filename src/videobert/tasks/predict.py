@@ -332,7 +332,7 @@ def _captions(
 
     network = VideoBertForCaptioning.from_pretrained(resolve_checkpoint(Path(captioner)))
     config = network.config
-    if config.reads_features and config.feature_dim != (window_features[0].shape[1] if window_features else None):
+    if config.reads_features and config.feature_dim != window_features[0].shape[1]:
         raise ConfigError(
             f"{captioner}: the captioner reads {config.feature_dim}-d clip features, the model's backbone gives "
             f"{window_features[0].shape[1]}-d ones"

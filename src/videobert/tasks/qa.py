@@ -79,6 +79,7 @@ import torch.nn.functional as F
 from videobert.data.ingest import load_segments
 from videobert.model import ALIGNED, NOT_ALIGNED, VideoBertConfig, VideoBertForPreTraining, VideoBertTokenizer
 from videobert.model.captioning import VideoBertCaptioningConfig, VideoBertForCaptioning
+from videobert.model.configuration import directory_model_type
 from videobert.model.modeling import IGNORE_INDEX, require_tokenizer
 from videobert.tasks.caption import Seq2SeqExamples, generate_texts, train_seq2seq
 from videobert.tasks.evaluate import segment_visual_tokens
@@ -94,7 +95,7 @@ from videobert.tasks.zeroshot import encode_batch, model_device
 from videobert.tokenizer.quality import segment_clip_index
 from videobert.utils.device import resolve_device
 from videobert.utils.errors import ConfigError, InputError
-from videobert.utils.io import read_json, write_json
+from videobert.utils.io import write_json
 from videobert.utils.stage import StageReport, flatten
 from videobert.workdir import WorkDir
 
@@ -494,8 +495,7 @@ def _load_answerer(model: Path) -> VideoBertForCaptioning:
 
 def _is_answerer(model: Path) -> bool:
     """Whether `model` is an open-ended QA (sequence-to-sequence) checkpoint rather than a VideoBERT directory."""
-    config = Path(model) / "config.json"
-    return config.is_file() and read_json(config).get("model_type") == VideoBertCaptioningConfig.model_type
+    return directory_model_type(model) == VideoBertCaptioningConfig.model_type
 
 
 def evaluate_qa(

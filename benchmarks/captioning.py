@@ -1,8 +1,9 @@
 """Table 3 over several seeds: how much of a captioning comparison is the encoder and how much the seed? Runs
 `caption_comparison`'s recipe (`tasks.caption._caption_run`: same decoder, data and budget per encoder) for every
 encoder mode and seed, and prints CIDEr (mean, min-max) per mode, and per pair of modes how many seeds the first
-beats the second. A single `make demo` table differs by a few tenths of CIDEr from seed to seed on MiniCook, about
-as much as the modes differ; this is the measurement to quote.
+beats the second and the mean per-seed difference with its standard error (runs of one seed share the training
+captions and shuffling, so the pairs are compared seed by seed). A single `make demo` table differs by a few tenths
+of CIDEr from seed to seed on MiniCook, about as much as some modes differ; this is the measurement to quote.
 
     .venv/bin/python benchmarks/captioning.py MODEL WORK [--seeds 0,1,2,3,4] [--few-shot 1] [--epochs 40]
 
@@ -54,11 +55,13 @@ def main() -> None:
     for mode in sorted(modes, key=lambda m: -np.mean(cider[m])):
         values = np.asarray(cider[mode])
         print(f"| {METHOD_NAMES[mode]} | {values.mean():.2f} | {values.min():.2f} | {values.max():.2f} |")
-    print("\n| first | second | seeds where first > second |")
-    print("|---|---|---|")
+    print("\n| first | second | seeds where first > second | mean difference +- standard error |")
+    print("|---|---|---|---|")
     for a, b in itertools.permutations(modes, 2):
-        wins = sum(x > y for x, y in zip(cider[a], cider[b]))
-        print(f"| {METHOD_NAMES[a]} | {METHOD_NAMES[b]} | {wins}/{len(seeds)} |")
+        differences = np.asarray(cider[a]) - np.asarray(cider[b])  # paired: the same seed
+        wins = int((differences > 0).sum())
+        error = differences.std(ddof=1) / np.sqrt(len(seeds)) if len(seeds) > 1 else float("nan")
+        print(f"| {METHOD_NAMES[a]} | {METHOD_NAMES[b]} | {wins}/{len(seeds)} | {differences.mean():+.2f} +- {error:.2f} |")
     print(json.dumps({"seeds": seeds, "cider": cider}))
 
 

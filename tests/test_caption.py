@@ -225,7 +225,7 @@ def test_features_encoder_reads_clip_features_at_the_visual_positions(base_dir, 
 
 def test_videobert_plus_features_reads_both_and_keeps_the_pretrained_encoder(base_dir, minicook_work, tmp_path):
     """Mode pretrained+features (the paper's VideoBERT + S3D): the pretrained encoder over the visual words beside a
-    features encoder over the same clips; the decoder attends to both state sequences."""
+    features encoder over the same clips; the decoder attends to the sum of their states, position by position."""
     dim = FeatureStore(minicook_work).dim
     model = captioner(base_dir, "pretrained+features", feature_dim=dim).eval()
     source = VideoBertForPreTraining.from_pretrained(base_dir)
@@ -246,17 +246,25 @@ def test_videobert_plus_features_reads_both_and_keeps_the_pretrained_encoder(bas
     words = [model.config.encoder.visual_token_to_id(int(w)) for w in examples.visual[0]["word"]]
     assert batch["input_ids"][0, visual[0]].tolist() == words  # the real visual words, not placeholders
     states = model.encoder(**batch).last_hidden_state
-    length = batch["input_ids"].shape[1]
-    assert states.shape == (3, 2 * length, model.config.encoder.hidden_size)
-    # The first half is exactly the pretrained VideoBERT over the words; the second half reads the features.
+    assert states.shape == (*batch["input_ids"].shape, model.config.encoder.hidden_size)
+    # The word part is exactly the pretrained VideoBERT over the words; the rest is what the features encoder reads
+    # with the features embedded at the visual positions.
     plain = source.bert(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                         token_type_ids=batch["token_type_ids"]).last_hidden_state  # fmt: skip
-    assert torch.allclose(states[:, :length], plain, atol=1e-6)
+    encoder = model.encoder
+    embedded = torch.where(visual.unsqueeze(-1), encoder.feature_projection(
+        (batch["visual_features"] - encoder.feature_mean) / encoder.feature_std),
+        encoder.feature_bert.embeddings.word_embeddings(batch["input_ids"]))  # fmt: skip
+    feature_states = encoder.feature_bert(inputs_embeds=embedded, attention_mask=batch["attention_mask"],
+                                          token_type_ids=batch["token_type_ids"]).last_hidden_state  # fmt: skip
+    assert torch.allclose(states, plain + feature_states, atol=1e-5)
     shifted = model.encoder(**dict(batch, visual_features=batch["visual_features"] + 1.0)).last_hidden_state
-    assert torch.equal(shifted[:, :length], states[:, :length]) and not torch.allclose(shifted[:, length:], states[:, length:])
-    # Padding is masked in both halves of the decoder's cross-attention.
-    mask = model.encoder.cross_attention_mask(batch["attention_mask"])
-    assert torch.equal(mask, torch.cat([batch["attention_mask"]] * 2, dim=1))
+    assert not torch.allclose(shifted, states)
+    # Its control, random+features: the same two encoders, the word encoder drawn at random.
+    control = captioner(base_dir, "random+features", feature_dim=dim)
+    assert control.config.reads_words and control.config.reads_features and control.encoder.feature_bert is not None
+    weights = control.encoder.bert.state_dict()["encoder.layer.0.attention.self.query.weight"]
+    assert not torch.equal(weights, source.bert.state_dict()["encoder.layer.0.attention.self.query.weight"])
     # Augmentation keeps words and features together; training, decoding and a checkpoint round trip work.
     assert np.array_equal(examples.visual[0][::2]["word"], examples.visual[0]["word"][::2])
     train_seq2seq(model, examples, examples, epochs=1, batch_size=3, learning_rate=1e-3, seed=0, stride=2)
@@ -308,13 +316,13 @@ def test_finetune_caption_rejects_classification_options(base_dir, minicook_work
         finetune(base_dir, minicook_work, tmp_path, task="caption", encoder="frozen")
 
 
-def test_caption_comparison_writes_table3_with_the_four_encoders(base_dir, minicook_work, tmp_path, monkeypatch):
+def test_caption_comparison_writes_table3_with_every_encoder(base_dir, minicook_work, tmp_path, monkeypatch):
     monkeypatch.setattr(caption_metrics, "find_java", lambda: None)  # the Java path is covered above
     with pytest.warns(RuntimeWarning, match="java"):
         report = caption_comparison(base_dir, minicook_work, tmp_path, epochs=1, batch_size=32, num_beams=1,
                                     denoise_steps=2, few_shot=1)  # fmt: skip
     comparison = json.loads((tmp_path / "comparison.json").read_text())
-    assert set(comparison["methods"]) == set(ENCODER_MODES) and report.done == 4
+    assert set(comparison["methods"]) == set(ENCODER_MODES) and report.done == 5
     # few_shot=1: one training segment per distinct caption, the same count for every encoder.
     segments = pq.read_table(minicook_work / "segments.parquet").to_pylist()
     train_captions = {row["caption"] for row in segments if row["split"] == "train"}
@@ -326,4 +334,4 @@ def test_caption_comparison_writes_table3_with_the_four_encoders(base_dir, minic
         assert run["test"] == comparison["methods"][mode]["test"] and run["denoise_loss_first_last"] is not None
         assert VideoBertForCaptioning.from_pretrained(tmp_path / mode / "model").config.encoder_mode == mode
     table = (tmp_path / "table3.md").read_text().splitlines()
-    assert len(table) == 6 and table[2].startswith("| VideoBERT (pretrained) |") and "| - |" in table[2]
+    assert len(table) == 2 + len(ENCODER_MODES) and table[2].startswith("| VideoBERT (pretrained) |") and "| - |" in table[2]

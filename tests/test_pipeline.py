@@ -27,7 +27,7 @@ def test_demo_tiny_runs_every_stage_and_resumes(tmp_path):
                 assert 0 <= summary["finetune"][budget][init]["test"][label]["top1"] <= 1
     assert summary["pretraining"]["steps"] == 20
     assert set(summary["retrieval"]) == {"pool", "alignment", "embedding", "likelihood"}
-    assert set(summary["captioning"]["methods"]) == {"pretrained", "random", "features", "pretrained+features"}
+    assert set(summary["captioning"]["methods"]) == {"pretrained", "random", "features", "pretrained+features", "random+features"}
     assert set(summary["targets"]) == {"zeroshot verb top-1", "zeroshot noun top-1", "finetune gain",
                                        "text-to-video R@1"}  # fmt: skip
     for artifact in ("work/tokens.parquet", "model/model.safetensors", "results.md", "report.html"):

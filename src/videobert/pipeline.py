@@ -6,7 +6,8 @@ from Python::
     -> pretrain                                                (text, video and text-video regimes + alignment)
     -> evaluate zeroshot, evaluate retrieval                   (held-out test split)
     -> finetune verb+noun: pretrained vs re-initialised        (same architecture, data and budget; few-shot and all)
-    -> captioning: pretrained vs random encoder vs clip features vs both (few-shot: one caption per step)
+    -> captioning: VideoBERT, random encoder, clip features, VideoBERT + clip features and its random control
+                                                               (same decoder and budget; one caption per step)
     -> results tables (terminal, OUT/results.md) and OUT/report.html
 
 Outputs in OUT: corpus/, work/, model/ (the pretrained VideoBERT), eval/, finetune/, caption/, summary.json (every
@@ -85,7 +86,7 @@ def demo(
 
     synth -> ingest -> extract -> vocab -> tokenize -> pretrain -> zero-shot classification and retrieval on the
     held-out test videos -> fine-tuning (pretrained vs re-initialised) -> captioning (pretrained encoder, random
-    encoder, clip features, VideoBERT + clip features); prints the tables and writes OUT/results.md, OUT/report.html and OUT/summary.json.
+    encoder, clip features, VideoBERT + clip features, random encoder + clip features); prints the tables and writes OUT/results.md, OUT/report.html and OUT/summary.json.
 
     Args:
         out: Output folder (corpus/, work/, model/, eval/, finetune/, caption/, the results and the report).
@@ -325,15 +326,23 @@ def write_report(out: Path, results: dict[str, Any], tables: list[Table]) -> Pat
         "Fine-tuned classifier (pretrained, all labels): confusion matrices on the test split (rows: truth)",
         [(f"{target}", out / "finetune" / "all" / "pretrained" / f"confusion_{target}.png") for target in ("verb", "noun")],
     )
-    captions_file = out / "caption" / "pretrained" / "captions.jsonl"
-    if captions_file.is_file():
+    # Both VideoBERT captioners side by side on the same test segments: over the visual words alone, and with the
+    # clip features (the demo's best row).
+    captioners = [(mode, out / "caption" / mode / "captions.jsonl") for mode in ("pretrained", "pretrained+features")]
+    captioners = [(mode, path) for mode, path in captioners if path.is_file()]
+    if captioners:
+        from videobert.tasks.caption import METHOD_NAMES
+
         paths = manifest_paths(out / "work")
-        rows = [json.loads(line) for line in captions_file.read_text(encoding="utf-8").splitlines()[:12]]
+        generated = {mode: [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()[:12]]
+                     for mode, path in captioners}  # fmt: skip
+        rows = generated[captioners[0][0]]
         report.add_gallery(
-            "Captions of test segments (VideoBERT encoder + BART decoder)",
+            "Captions of test segments (BART decoder on VideoBERT encoders)",
             [(segment_thumbnail(paths[r["video"]], r["start"], r["end"]),
               [f"{r['video']} {r['start']:.1f}-{r['end']:.1f} s", f"reference: {r['reference']}",
-               f"generated: {r['generated']}"]) for r in rows],
+               *(f"{METHOD_NAMES[mode]}: {generated[mode][i]['generated']}" for mode, _ in captioners)])
+             for i, r in enumerate(rows)],
         )  # fmt: skip
     path = out / "report.html"
     report.write(path)

@@ -14,10 +14,18 @@ Encoder modes (`VideoBertCaptioningConfig.encoder_mode`), the rows of the paper-
                          continuous clip features (standardised, then a linear projection to the hidden size)
                          instead of visual-word embeddings: video without quantisation and without pretraining
     pretrained+features  the paper's "VideoBERT + S3D" row: both of the above side by side, the pretrained
-                         encoder over the visual words and the features encoder over the same clips' features; the
-                         decoder cross-attends to the two state sequences concatenated (the paper concatenates
-                         VideoBERT's features with S3D's as the captioner's input). It sees what `features` sees,
-                         so the difference between the two rows is what VideoBERT pretraining adds.
+                         encoder over the visual words and the features encoder over the same clips' features,
+                         fused position by position: the decoder cross-attends to the sum of the two encoders'
+                         states (the paper concatenates VideoBERT's features with S3D's per clip; a sum is that
+                         concatenation followed by the decoder's own key/value projections with the two halves
+                         tied, and keeps the pretrained states at the width the decoder reads).
+    random+features      its control: the same two encoders with the word encoder randomly initialised. It sees
+                         exactly what `pretrained+features` sees, so the difference between these two rows is what
+                         VideoBERT pretraining adds on top of the features.
+
+Fusion by sum was measured against concatenating the two state sequences (the decoder attending to 2 x length
+states) and against concatenating them per position followed by a new linear layer; on the demo corpus the sum was
+ahead of both (BENCHMARKS.md, "Captioning over seeds").
 
 Why a small composite instead of `EncoderDecoderModel`: the features mode needs an input projection inside the
 encoder, and a caption checkpoint must carry the joint tokenizer and the visual vocabulary (as VideoBERT model
@@ -62,9 +70,10 @@ from videobert.model.tokenization import VideoBertTokenizer
 from videobert.tokenizer.hkmeans import VisualTokenizer
 from videobert.utils.errors import ConfigError
 
-ENCODER_MODES = ("pretrained", "random", "features", "pretrained+features")
-FEATURE_MODES = ("features", "pretrained+features")  # modes that read continuous clip features
-WORD_MODES = ("pretrained", "random", "pretrained+features")  # modes that read visual words
+ENCODER_MODES = ("pretrained", "random", "features", "pretrained+features", "random+features")
+FEATURE_MODES = ("features", "pretrained+features", "random+features")  # modes that read continuous clip features
+WORD_MODES = ("pretrained", "random", "pretrained+features", "random+features")  # modes that read visual words
+PRETRAINED_MODES = ("pretrained", "pretrained+features")  # modes whose word encoder starts from the VideoBERT weights
 
 
 @strict
@@ -78,7 +87,7 @@ class VideoBertCaptioningConfig(PreTrainedConfig):
         decoder (`BartConfig` or `dict`):
             The BART decoder's configuration; `vocab_size` must be the encoder's `text_vocab_size`.
         encoder_mode (`str`, defaults to `"pretrained"`):
-            `pretrained`, `random`, `features` or `pretrained+features` (module docstring). Recorded so that a
+            One of `ENCODER_MODES` (module docstring). Recorded so that a
             checkpoint says how its encoder started and which inputs it reads.
         feature_dim (`int`, *optional*):
             Width of the continuous clip features; required by the modes that read them (`FEATURE_MODES`).
@@ -204,9 +213,10 @@ class VideoBertCaptioningOutput(ModelOutput):
 
 
 class VideoBertCaptionEncoder(nn.Module):
-    """`VideoBertModel` as the caption encoder; in mode `features` its visual positions embed continuous clip features,
-    in mode `pretrained+features` a second `VideoBertModel` (`feature_bert`) does that beside the first, which reads
-    the visual words, and the output is the two state sequences concatenated along the sequence axis.
+    """`VideoBertModel` as the caption encoder; in mode `features` its visual positions embed continuous clip features;
+    in the modes that read both (`pretrained+features`, `random+features`) a second `VideoBertModel` (`feature_bert`)
+    does that beside the first, which reads the visual words, and the output is the sum of the two encoders' states,
+    position by position.
 
     Features are standardised with `feature_mean` / `feature_std` (set from the training split by
     `set_feature_statistics`, saved with the model) and projected to the hidden size; the embeddings' position and
@@ -249,8 +259,8 @@ class VideoBertCaptionEncoder(nn.Module):
             The clip feature of each visual position of `input_ids` (any value elsewhere); required in the modes
             that read features.
 
-        Returns `last_hidden_state` of shape `(batch_size, input_length, hidden)`, or `(batch_size, 2 *
-        input_length, hidden)` in mode `pretrained+features` (word states, then feature states).
+        Returns `last_hidden_state` of shape `(batch_size, input_length, hidden)`: in the modes that read words and
+        features, the word encoder's states plus the features encoder's.
         """
         kwargs.pop("return_dict", None)
         if self.feature_projection is None:
@@ -270,14 +280,7 @@ class VideoBertCaptionEncoder(nn.Module):
         if self.feature_bert is None:
             return BaseModelOutput(out.last_hidden_state, out.hidden_states, out.attentions)
         words = self.bert(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, **kwargs)
-        return BaseModelOutput(torch.cat([words.last_hidden_state, out.last_hidden_state], dim=1))
-
-    def cross_attention_mask(self, attention_mask: torch.Tensor | None) -> torch.Tensor | None:
-        """The mask over the encoder states for the decoder's cross-attention: `attention_mask`, twice over in mode
-        `pretrained+features`."""
-        if attention_mask is None or self.feature_bert is None:
-            return attention_mask
-        return torch.cat([attention_mask, attention_mask], dim=1)  # (batch, 2 * input_length)
+        return BaseModelOutput(words.last_hidden_state + out.last_hidden_state)  # (batch, seq, hidden)
 
 
 class VideoBertForCaptioning(PreTrainedModel, GenerationMixin):
@@ -363,7 +366,7 @@ class VideoBertForCaptioning(PreTrainedModel, GenerationMixin):
             input_ids=decoder_input_ids,
             attention_mask=decoder_attention_mask,
             encoder_hidden_states=encoder_states,
-            encoder_attention_mask=self.encoder.cross_attention_mask(attention_mask),
+            encoder_attention_mask=attention_mask,
             past_key_values=past_key_values,
             use_cache=use_cache,
             **kwargs,
@@ -397,8 +400,9 @@ class VideoBertForCaptioning(PreTrainedModel, GenerationMixin):
     ) -> "VideoBertForCaptioning":
         """A new captioning model on the VideoBERT model directory `model_dir` (written by `videobert pretrain`).
 
-        `pretrained` and `pretrained+features` copy its encoder (the latter's features encoder is new); `random` and
-        `features` keep only its architecture and vocabulary, with weights drawn from the torch seed. The decoder is new (its embedding rule is in the module docstring). The
+        `pretrained` and `pretrained+features` copy its encoder (the latter's features encoder is new); `random`,
+        `features` and `random+features` keep only its architecture and vocabulary, with weights drawn from the torch
+        seed. The decoder is new (its embedding rule is in the module docstring). The
         directory's tokenizer and visual vocabulary are attached.
         """
         if encoder_mode not in ENCODER_MODES:
@@ -412,7 +416,7 @@ class VideoBertForCaptioning(PreTrainedModel, GenerationMixin):
             decoder_ffn_dim=decoder_ffn_dim, max_caption_length=max_caption_length,
         )  # fmt: skip
         model = cls(config)
-        if encoder_mode in ("pretrained", "pretrained+features"):
+        if encoder_mode in PRETRAINED_MODES:
             state = {k: v for k, v in source.bert.state_dict().items() if not k.startswith("pooler.")}
             model.encoder.bert.load_state_dict(state)
         if config.decoder.d_model == config.encoder.hidden_size:

@@ -3,7 +3,7 @@
 Generic core (captioning is one use of it, open-ended video QA another)
     `Seq2SeqExamples(texts, visual, targets)`: per example an encoder text prefix or None, the visual input (visual
     word ids `(clips,)`, or clip features `(clips, feature_dim)` for an encoder in mode `features`, or both as a
-    structured array with fields `word` and `feature` (`words_and_features`) for mode `pretrained+features`, or
+    structured array with fields `word` and `feature` (`words_and_features`) for the modes that read both, or
     None for text alone) and the target text. `train_seq2seq` trains a `VideoBertForCaptioning` on them (teacher forcing, early
     stopping on the val loss, best epoch restored); `generate_texts` decodes with `generate` (greedy or beam search,
     length penalty, no-repeat n-grams). Captioning: texts = the checkpoint's `caption_prefix` (the paper's template
@@ -24,8 +24,8 @@ with `finetune`'s augmentation (`augment`). Outputs in OUT::
     captions.jsonl    one test segment a line: video, start, end, reference, generated
     model/            the caption checkpoint (`VideoBertForCaptioning.save_pretrained`, self-contained)
 
-`caption_comparison` trains the encoders of `model.captioning` (pretrained, random, features, pretrained+features)
-with the same decoder, data and budget and writes the paper-style Table 3 of them.
+`caption_comparison` trains the encoders of `model.captioning` (pretrained, random, features, pretrained+features,
+random+features) with the same decoder, data and budget and writes the paper-style Table 3 of them.
 """
 from __future__ import annotations
 
@@ -71,7 +71,7 @@ CAPTIONS_FILE = "captions.jsonl"
 CHECKPOINT_DIR = "model"
 SPLITS = ("train", "val", "test")
 METHOD_NAMES = {"pretrained": "VideoBERT (pretrained)", "random": "random encoder", "features": "clip features",
-                "pretrained+features": "VideoBERT + clip features"}
+                "pretrained+features": "VideoBERT + clip features", "random+features": "random encoder + clip features"}
 # caption_comparison's most epochs per encoder (early stopping on the val loss usually ends a run sooner).
 COMPARISON_EPOCHS = 10
 
@@ -371,7 +371,7 @@ def load_caption_examples(
 
 
 def words_and_features(words: np.ndarray, features: np.ndarray) -> np.ndarray:
-    """The visual input of mode `pretrained+features`: a structured array of one record per clip, with fields `word`
+    """The visual input of the modes that read words and features: a structured array of one record per clip, with fields `word`
     (its visual word) and `feature` (its `(feature_dim,)` clip feature); indexing and slicing keep the two together,
     so the augmentations of `finetune.augment` apply unchanged."""
     if len(words) != len(features):

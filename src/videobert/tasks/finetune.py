@@ -144,8 +144,8 @@ def finetune(
         encoder: pretrained (MODEL's weights) or random (MODEL's architecture and vocabularies, weights drawn at
             random: the baseline that shows what pretraining brings; task classify needs method full); task caption
             also takes features (a random encoder over continuous clip features instead of visual words) and
-            pretrained+features (MODEL's encoder and a features encoder side by side, the paper's VideoBERT + S3D),
-            the rows of the paper's Table 3.
+            pretrained+features (MODEL's encoder and a features encoder side by side, the paper's VideoBERT + S3D)
+            and random+features (its control: the word encoder random), the rows of the paper's Table 3.
         decoder_layers: Task caption: number of BART decoder layers.
         with_template: Task caption: encode the paper's template sentence before the visual tokens.
         denoise_steps: Task caption: steps of BART text-infilling on the training videos' narration first.

@@ -44,6 +44,27 @@ def test_demo_tiny_runs_every_stage_and_resumes(tmp_path):
     assert "pretrain: done=0 skipped=1" in again.output
 
 
+def test_demo_on_a_recipe_corpus_adds_forecasting(tmp_path):
+    out = tmp_path / "demo"
+    result = CliRunner().invoke(app, ["demo", "--out", str(out), "--size", "tiny", "--recipes", "--no-captioning"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "corpus" / "synth.json").read_text())["parameters"]["recipes"] is True
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["captioning"] is None and summary["timings_s"]["forecast-finetune"] >= 0
+    forecast = summary["forecast"]
+    assert forecast["examples"] >= 1 and forecast["training_examples"] >= 1
+    methods = forecast["methods"]
+    assert set(methods) == {"frequency_prior", "last_step_prior", "language_prior", "videobert_zeroshot",
+                            "videobert_finetuned"}  # fmt: skip
+    for row in methods.values():
+        for slot in ("verb", "noun"):
+            assert 0 <= row[f"{slot}_top1"] <= row[f"{slot}_top5"] <= 1
+    assert "token_top1" in methods["videobert_zeroshot"] and "token_top1" not in methods["videobert_finetuned"]
+    results = (out / "results.md").read_text()
+    assert "### Next-step forecasting (recipe corpus)" in results
+    assert re.search(r"\| VideoBERT fine-tuned \(\d+ examples\) \| [\d.]+ \| [\d.]+ \| [\d.]+ \| [\d.]+ \| - \| - \|", results)
+
+
 def test_demo_rejects_unknown_size(tmp_path):
     result = CliRunner().invoke(app, ["demo", "--out", str(tmp_path), "--size", "huge"])
     assert result.exit_code == 2

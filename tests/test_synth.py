@@ -10,7 +10,18 @@ import numpy as np
 import pytest
 import webvtt
 
-from videobert.data.synth import NOUN_COLOURS, NOUNS, TEMPLATE, VERBS, assign_splits, render_step, synth
+from videobert.data.synth import (
+    NOUN_COLOURS,
+    NOUNS,
+    RECIPE_NEXT,
+    RECIPE_SAME_NOUN,
+    TEMPLATE,
+    VERBS,
+    assign_splits,
+    plan_video,
+    render_step,
+    synth,
+)
 from videobert.data.video import decode_frames, probe
 from videobert.utils.errors import ConfigError
 
@@ -259,3 +270,49 @@ def test_fewer_verbs_and_nouns_make_a_smaller_corpus_and_keep_the_full_one_uncha
         synth(tmp_path / "bad", videos=2, verbs=0)
     with pytest.raises(ConfigError, match="nouns in 1..10, got 8 and 11"):
         synth(tmp_path / "bad", videos=2, nouns=11)
+
+
+def _transitions(plans) -> list[tuple]:
+    return [(a, b) for plan in plans for a, b in zip(plan.steps, plan.steps[1:])]
+
+
+def test_recipes_make_the_next_step_follow_from_the_last():
+    plain = [plan_video(i, seed=3) for i in range(300)]
+    recipe = [plan_video(i, seed=3, recipes=True) for i in range(300)]
+    # Independent steps break the recipe table all the time; recipe steps never do.
+    assert sum(b.verb not in RECIPE_NEXT[a.verb] for a, b in _transitions(plain)) > 100
+    pairs = _transitions(recipe)
+    assert len(pairs) > 800 and all(b.verb in RECIPE_NEXT[a.verb] for a, b in pairs)
+    # Both successors of a verb occur; the object is kept about RECIPE_SAME_NOUN of the time (+ the 1/10 chance of
+    # drawing the same one again).
+    assert {(a.verb, b.verb) for a, b in pairs} == {(v, n) for v, following in RECIPE_NEXT.items() for n in following}
+    kept = np.mean([a.noun == b.noun for a, b in pairs])
+    assert abs(kept - (RECIPE_SAME_NOUN + (1 - RECIPE_SAME_NOUN) / len(NOUNS))) < 0.05
+    # The first step of a video is drawn as without recipes.
+    for p, r in zip(plain, recipe):
+        first, again = p.steps[0], r.steps[0]
+        assert (first.verb, first.noun, first.start_frame) == (again.verb, again.noun, again.start_frame)
+    # With fewer verbs, only the corpus's verbs follow; a verb none of whose successors is in the corpus is followed
+    # by any verb of the corpus.
+    three = VERBS[:3]  # cut, pour, stir: cut's successors (fry, add) are not among them
+    pairs = _transitions(plan_video(i, seed=3, verbs=three, recipes=True) for i in range(100))
+    assert all(b.verb in three for _, b in pairs)
+    assert {b.verb for a, b in pairs if a.verb == "pour"} == {"stir"}
+    assert {b.verb for a, b in pairs if a.verb == "cut"} == set(three)
+
+
+def test_recipe_corpus_records_its_table_and_keeps_the_default_identity(corpus, tmp_path):
+    out = tmp_path / "recipes"
+    synth(out, videos=2, seed=3, recipes=True, **SIZE)
+    config = json.loads((out / "synth.json").read_text())
+    assert config["parameters"]["recipes"] is True
+    assert config["recipe_next"] == {v: list(n) for v, n in RECIPE_NEXT.items()}
+    rows = _annotations(out)
+    for a, b in zip(rows, rows[1:]):
+        if a["video"] == b["video"]:
+            assert b["verb"] in RECIPE_NEXT[a["verb"]]
+    default = json.loads((corpus / "synth.json").read_text())
+    assert "recipes" not in default["parameters"] and "recipe_next" not in default
+    # A recipe corpus is another corpus: the directory of one refuses the other.
+    with pytest.raises(ConfigError):
+        synth(out, videos=2, seed=3, **SIZE)

@@ -80,6 +80,7 @@ def demo(
     depth: int = 2,
     pretrain_steps: int = 0,
     captioning: bool = True,
+    recipes: bool = False,
     device: str = "auto",
 ) -> StageReport:
     """Run the whole pipeline on a generated MiniCook corpus and report the results as the paper's tables.
@@ -99,6 +100,8 @@ def demo(
         depth: Depth of the vocabulary tree (k**depth visual words).
         pretrain_steps: Pretraining steps; 0 uses the size's default.
         captioning: Also train and compare the captioning models.
+        recipes: Generate a corpus whose steps follow recipes (`videobert synth --recipes`), so that next-step
+            forecasting (`videobert evaluate|finetune ... --task forecast`) has something to find.
         device: auto (CUDA when available), cuda or cpu.
     """
     from videobert.data.ingest import ingest
@@ -132,7 +135,7 @@ def demo(
         print(f"[demo] {name}: done={report.done} skipped={report.skipped} failed={report.failed} ({timings[name]:.1f}s)")
         return report
 
-    run("synth", synth, corpus, videos=spec.videos, seed=seed, width=spec.width, height=spec.height)
+    run("synth", synth, corpus, videos=spec.videos, seed=seed, width=spec.width, height=spec.height, recipes=recipes)
     ingested = run("ingest", ingest, corpus, work)
     run("extract", extract, work, backbone=backbone, clip_frames=clip_frames)
     run("vocab", vocab, work, k=k, depth=depth, seed=seed)
@@ -150,6 +153,11 @@ def demo(
             run(f"finetune-{budget}-{init}", finetune, model, work, out / "finetune" / budget / init,
                 target=FINETUNE_TARGET, epochs=spec.finetune_epochs, learning_rate=FINETUNE_LR, few_shot=few_shot,
                 patience=spec.finetune_epochs, encoder=init, seed=seed, device=device)  # fmt: skip
+    if recipes:  # the next step follows from the steps before only in a recipe corpus
+        run("forecast-zeroshot", evaluate, model, work, task="forecast", split="test", out=out / "eval" / "forecast",
+            device=device)  # fmt: skip
+        run("forecast-finetune", finetune, model, work, out / "finetune" / "forecast", task="forecast", seed=seed,
+            device=device)  # fmt: skip
     if captioning:
         from videobert.tasks.caption import caption_comparison
 
@@ -183,6 +191,7 @@ def collect_results(out: Path, quality: dict[str, Any], timings: dict[str, float
     finetuned = {budget: {init: read_json(out / "finetune" / budget / init / "metrics.json")
                           for init in ("pretrained", "random")} for budget in FINETUNE_BUDGETS}  # fmt: skip
     caption_file = out / "caption" / "comparison.json"
+    forecast_files = (out / "eval" / "forecast" / "metrics.json", out / "finetune" / "forecast" / "metrics.json")
     results: dict[str, Any] = {
         "videos": videos,
         "timings_s": {name: round(seconds, 2) for name, seconds in timings.items()},
@@ -194,9 +203,22 @@ def collect_results(out: Path, quality: dict[str, Any], timings: dict[str, float
         "finetune": {budget: {init: {"test": m["test"], "epochs_run": m["epochs_run"], "examples": m["examples"]}
                               for init, m in runs.items()} for budget, runs in finetuned.items()},
         "captioning": read_json(caption_file) if caption_file.is_file() else None,
+        "forecast": _forecast_results(*forecast_files) if all(f.is_file() for f in forecast_files) else None,
     }  # fmt: skip
     results["targets"] = targets_met(results)
     return results
+
+
+def _forecast_results(zeroshot_file: Path, finetuned_file: Path) -> dict[str, Any]:
+    """The forecasting rows of the demo: the priors and zero-shot VideoBERT (verb, noun and next visual word) from
+    `evaluate --task forecast`, the fine-tuned forecaster (verb, noun) from `finetune --task forecast`."""
+    zeroshot, finetuned = read_json(zeroshot_file), read_json(finetuned_file)
+    rows = {name: dict(zeroshot["labels"][name]) for name in ("frequency_prior", "last_step_prior", "language_prior")}
+    rows["videobert_zeroshot"] = dict(zeroshot["labels"]["videobert"])
+    rows["videobert_finetuned"] = dict(finetuned["labels"]["finetuned"])
+    for name, key in (("frequency_prior", "frequency_prior"), ("videobert_zeroshot", "videobert")):
+        rows[name] |= {f"token_{k}": v for k, v in zeroshot["tokens"][key].items()}
+    return {"examples": zeroshot["examples"], "training_examples": finetuned["examples"]["train"], "methods": rows}
 
 
 def targets_met(results: dict[str, Any]) -> dict[str, bool]:
@@ -274,6 +296,18 @@ def results_tables(results: dict[str, Any]) -> list[Table]:
         columns, rows = table3_cells({METHOD_NAMES[m]: run["test"] for m, run in cap["methods"].items()})
         tables.append((f"Captioning (Table 3), {cap['examples']['train']} training captions, test split, "
                        f"{cap['examples']['test']} segments", columns, rows))
+    fc = results.get("forecast")
+    if fc is not None:
+        names = {"frequency_prior": "frequency prior", "last_step_prior": "last-step prior (reads the annotations)",
+                 "language_prior": "language prior", "videobert_zeroshot": "VideoBERT zero-shot",
+                 "videobert_finetuned": f"VideoBERT fine-tuned ({fc['training_examples']} examples)"}  # fmt: skip
+        cell = lambda row, key: pct(row[key]) if key in row else "-"  # noqa: E731
+        tables.append((
+            f"Next-step forecasting (recipe corpus), test split, {fc['examples']} steps, accuracy (%)",
+            ["method", "verb top-1", "verb top-5", "noun top-1", "noun top-5", "visual word top-1", "visual word top-5"],
+            [[name, *(cell(fc["methods"][key], f"{slot}_top{k}") for slot in ("verb", "noun", "token") for k in (1, 5))]
+             for key, name in names.items()],
+        ))  # fmt: skip
     tables.append((
         "Targets of the default demo (issue 5)", ["target", "met"],
         [[name, "yes" if met else "no"] for name, met in results["targets"].items()],

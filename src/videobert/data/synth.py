@@ -34,6 +34,22 @@ NOUNS: tuple[str, ...] = ("tomato", "carrot", "potato", "onion", "egg", "bread",
 
 TEMPLATE = "now let me show you how to {verb} the {noun}"
 
+# With `recipes`, a video's steps follow a recipe instead of being drawn independently: after a step with verb v the
+# next verb is one of RECIPE_NEXT[v] (equally likely; only the corpus's verbs count, and a verb with none of its
+# successors in the corpus is followed by any verb), and the next step keeps the noun with probability RECIPE_SAME_NOUN.
+# Forecasting the next step is then possible from the steps so far, as in real recipes; without `recipes` it is not.
+RECIPE_NEXT: dict[str, tuple[str, ...]] = {
+    "wash": ("peel", "cut"),
+    "peel": ("cut", "roll"),
+    "cut": ("fry", "add"),
+    "add": ("stir", "pour"),
+    "fry": ("add", "stir"),
+    "stir": ("pour", "roll"),
+    "pour": ("stir", "wash"),
+    "roll": ("cut", "fry"),
+}
+RECIPE_SAME_NOUN = 0.7
+
 # (main, accent) RGB in [0, 1]. The main colour covers most of the object and is what tells nouns apart; the
 # background is kept grey enough (see _background) that none of these occurs in it.
 NOUN_COLOURS: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
@@ -596,9 +612,10 @@ def plan_video(
     max_steps: int = 6,
     verbs: tuple[str, ...] = VERBS,
     nouns: tuple[str, ...] = NOUNS,
+    recipes: bool = False,
 ) -> VideoPlan:
     """The timeline and narration of video ``index`` of the corpus generated with ``seed``; its steps draw from
-    ``verbs`` and ``nouns``."""
+    ``verbs`` and ``nouns``, independently or, with ``recipes``, each from the step before (`RECIPE_NEXT`)."""
     rng, _ = _video_rngs(seed, index)
 
     def frames(seconds: float) -> int:
@@ -609,13 +626,26 @@ def plan_video(
     for k in range(int(rng.integers(min_steps, max_steps + 1))):
         if k:
             cursor += frames(rng.uniform(0.3, 1.0)) if rng.random() < 0.6 else 0
-        verb, noun = str(rng.choice(verbs)), str(rng.choice(nouns))
+        if recipes and steps:
+            verb, noun = _recipe_step(steps[-1], verbs, nouns, rng)
+        else:
+            verb, noun = str(rng.choice(verbs)), str(rng.choice(nouns))
         length = frames(rng.uniform(2.0, 4.0))
         steps.append(Step(verb, noun, cursor, cursor + length))
         cursor += length
     num_frames = cursor + frames(rng.uniform(0.5, 1.0))
     cues = _narrate(tuple(steps), fps, num_frames / fps, rng)
     return VideoPlan(_NAME.format(index), fps, num_frames, tuple(steps), cues)
+
+
+def _recipe_step(
+    last: Step, verbs: tuple[str, ...], nouns: tuple[str, ...], rng: np.random.Generator
+) -> tuple[str, str]:
+    """(verb, noun) of the step after ``last`` in a recipe corpus (`RECIPE_NEXT`, `RECIPE_SAME_NOUN`)."""
+    following = [v for v in RECIPE_NEXT.get(last.verb, ()) if v in verbs] or list(verbs)
+    verb = str(rng.choice(following))
+    noun = last.noun if rng.random() < RECIPE_SAME_NOUN else str(rng.choice(nouns))
+    return verb, noun
 
 
 def render_video(plan: VideoPlan, seed: int, index: int, height: int, width: int) -> Iterator[np.ndarray]:
@@ -717,6 +747,7 @@ def synth(
     max_steps: int = 6,
     verbs: int = len(VERBS),
     nouns: int = len(NOUNS),
+    recipes: bool = False,
     overwrite: bool = False,
 ) -> StageReport:
     """Generate MiniCook, a corpus of narrated cooking videos with exact step annotations.
@@ -737,6 +768,8 @@ def synth(
         max_steps: Most steps in a video.
         verbs: Use only the first this many of the 8 verbs (a smaller, easier corpus for quick experiments).
         nouns: Use only the first this many of the 10 nouns.
+        recipes: Steps follow recipes (each step's verb from a fixed list of successors of the step before, and
+            mostly the same object) instead of being drawn independently, so that the next step can be forecast.
         overwrite: Write into a non-empty directory, replacing an earlier MiniCook corpus there.
     """
     if videos < 1:
@@ -755,6 +788,8 @@ def synth(
                 "height": height, "fps": fps, "min_steps": min_steps, "max_steps": max_steps}
     if (verbs, nouns) != (len(VERBS), len(NOUNS)):  # recorded only when reduced: full corpora keep their identity
         identity |= {"verbs": verbs, "nouns": nouns}
+    if recipes:  # likewise recorded only when on
+        identity |= {"recipes": True}
     _check_out(out, identity, overwrite)
     began = time.perf_counter()
     splits = assign_splits(videos, seed)
@@ -763,13 +798,15 @@ def synth(
         "parameters": identity, "verbs": list(used_verbs), "nouns": list(used_nouns), "template": TEMPLATE,
         "noun_colours": {k: [list(c) for c in v] for k, v in NOUN_COLOURS.items()},
         "splits": {s: splits.count(s) for s in SPLITS},
+        **({"recipe_next": {v: [n for n in RECIPE_NEXT[v] if n in used_verbs] for v in used_verbs},
+            "recipe_same_noun": RECIPE_SAME_NOUN} if recipes else {}),
     })
     videos_dir = out / "videos"
     rows: list[dict] = []
     done = skipped = 0
     seconds = 0.0
     for i in range(videos):
-        plan = plan_video(i, seed, fps, min_steps, max_steps, used_verbs, used_nouns)
+        plan = plan_video(i, seed, fps, min_steps, max_steps, used_verbs, used_nouns, recipes)
         mp4, srt = videos_dir / f"{plan.name}.mp4", videos_dir / f"{plan.name}.srt"
         if overwrite or not (mp4.is_file() and srt.is_file()):
             write_video(mp4, render_video(plan, seed, i, height, width), fps, height, width)

@@ -126,7 +126,7 @@ def finetune(
         method: full, linear (head only), bitfit (biases), adapter (bottleneck adapters), lora, prompt (prompt
             tuning), ia3, or two-stream (the baseline: separate text and visual encoders fused by an MLP, trained
             in full; needs --with-text).
-        epochs: Most passes over the training split (default 5 for classify, 30 for caption).
+        epochs: Most passes over the training split (default 5 for classify, 30 for caption and forecast).
         batch_size: Segments per optimisation step.
         learning_rate: AdamW learning rate (default 5e-5 for classify, 5e-4 for caption; parameter-efficient
             methods usually want 1e-3 or more).

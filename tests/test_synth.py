@@ -314,5 +314,5 @@ def test_recipe_corpus_records_its_table_and_keeps_the_default_identity(corpus, 
     default = json.loads((corpus / "synth.json").read_text())
     assert "recipes" not in default["parameters"] and "recipe_next" not in default
     # A recipe corpus is another corpus: the directory of one refuses the other.
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match=r"generated with other parameters \(.*recipes"):
         synth(out, videos=2, seed=3, **SIZE)

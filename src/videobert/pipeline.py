@@ -87,7 +87,8 @@ def demo(
 
     synth -> ingest -> extract -> vocab -> tokenize -> pretrain -> zero-shot classification and retrieval on the
     held-out test videos -> fine-tuning (pretrained vs re-initialised) -> captioning (pretrained encoder, random
-    encoder, clip features, VideoBERT + clip features, random encoder + clip features); prints the tables and writes OUT/results.md, OUT/report.html and OUT/summary.json.
+    encoder, clip features, VideoBERT + clip features, random encoder + clip features) -> with `recipes`, next-step
+    forecasting; prints the tables and writes OUT/results.md, OUT/report.html and OUT/summary.json.
 
     Args:
         out: Output folder (corpus/, work/, model/, eval/, finetune/, caption/, the results and the report).

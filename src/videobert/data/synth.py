@@ -723,7 +723,11 @@ def _check_out(out: Path, identity: dict, overwrite: bool) -> None:
                           "or pass overwrite to write the corpus into it anyway")
     previous = read_json(config).get("parameters", {})
     if previous != identity:
-        changed = ", ".join(f"{k}: {previous.get(k)!r} -> {v!r}" for k, v in identity.items() if previous.get(k) != v)
+        # Over the keys of both: the optional ones (verbs, nouns, recipes) are recorded only when set.
+        keys = [*identity, *(k for k in previous if k not in identity)]
+        changed = ", ".join(
+            f"{k}: {previous.get(k)!r} -> {identity.get(k)!r}" for k in keys if previous.get(k) != identity.get(k)
+        )
         raise ConfigError(f"{out} holds a MiniCook corpus generated with other parameters ({changed}); "
                           "choose another directory, or pass overwrite to replace it")
 
@@ -752,9 +756,10 @@ def synth(
 ) -> StageReport:
     """Generate MiniCook, a corpus of narrated cooking videos with exact step annotations.
 
-    Each video shows min_steps to max_steps steps; a step is one of 8 verbs (each a distinct motion) applied to one of 10 nouns
-    (each a distinct colour and shape), narrated ASR-style in an .srt file next to the video. Also writes
-    annotations.jsonl (one step a line, with its split) and synth.json (parameters and word lists).
+    Each video shows min_steps to max_steps steps; a step is one of 8 verbs (each a distinct motion) applied to one
+    of 10 nouns (each a distinct colour and shape), drawn independently or, with `recipes`, from the step before;
+    narrated ASR-style in an .srt file next to the video. Also writes annotations.jsonl (one step a line, with its
+    split) and synth.json (parameters and word lists).
     Re-running with the same parameters only writes what is missing.
 
     Args:

@@ -87,8 +87,8 @@ class VideoBertCaptioningConfig(PreTrainedConfig):
         decoder (`BartConfig` or `dict`):
             The BART decoder's configuration; `vocab_size` must be the encoder's `text_vocab_size`.
         encoder_mode (`str`, defaults to `"pretrained"`):
-            One of `ENCODER_MODES` (module docstring). Recorded so that a
-            checkpoint says how its encoder started and which inputs it reads.
+            One of `ENCODER_MODES` (module docstring). Recorded so that a checkpoint says how its encoder started
+            and which inputs it reads.
         feature_dim (`int`, *optional*):
             Width of the continuous clip features; required by the modes that read them (`FEATURE_MODES`).
         encoder_source (`str`, *optional*):
@@ -402,8 +402,8 @@ class VideoBertForCaptioning(PreTrainedModel, GenerationMixin):
 
         `pretrained` and `pretrained+features` copy its encoder (the latter's features encoder is new); `random`,
         `features` and `random+features` keep only its architecture and vocabulary, with weights drawn from the torch
-        seed. The decoder is new (its embedding rule is in the module docstring). The
-        directory's tokenizer and visual vocabulary are attached.
+        seed. The decoder is new (its embedding rule is in the module docstring). The directory's tokenizer and
+        visual vocabulary are attached.
         """
         if encoder_mode not in ENCODER_MODES:
             raise ConfigError(f"encoder must be one of {', '.join(ENCODER_MODES)}, got {encoder_mode!r}")

@@ -3,9 +3,9 @@
 Generic core (captioning is one use of it, open-ended video QA another)
     `Seq2SeqExamples(texts, visual, targets)`: per example an encoder text prefix or None, the visual input (visual
     word ids `(clips,)`, or clip features `(clips, feature_dim)` for an encoder in mode `features`, or both as a
-    structured array with fields `word` and `feature` (`words_and_features`) for the modes that read both, or
-    None for text alone) and the target text. `train_seq2seq` trains a `VideoBertForCaptioning` on them (teacher forcing, early
-    stopping on the val loss, best epoch restored); `generate_texts` decodes with `generate` (greedy or beam search,
+    structured array with fields `word` and `feature` (`words_and_features`) for the modes that read both, as
+    `visual_input` builds it; or None for text alone) and the target text. `train_seq2seq` trains a
+    `VideoBertForCaptioning` on them (teacher forcing, early stopping on the val loss, best epoch restored); `generate_texts` decodes with `generate` (greedy or beam search,
     length penalty, no-repeat n-grams). Captioning: texts = the checkpoint's `caption_prefix` (the paper's template
     with `with_template`, else None), targets = captions. QA: texts = questions, targets = answers.
 
@@ -337,23 +337,23 @@ class CaptionSplit:
 def load_caption_examples(
     work: Path, config: VideoBertCaptioningConfig, splits: tuple[str, ...] = SPLITS
 ) -> dict[str, CaptionSplit]:
-    """Split name -> the captioned segments with video of that split (module docstring), with visual words, clip
-    features or both (`words_and_features`), as `config.encoder_mode` reads them, and `config.caption_prefix` as
-    text. The work directory's
-    vocabulary must be the model's (checked by hash)."""
+    """Split name -> the captioned segments with video of that split (module docstring), with the visual input of
+    `config`'s encoder (`visual_input`) and `config.caption_prefix` as text. The work directory's vocabulary must be
+    the model's (checked by hash)."""
     wd = WorkDir(work)
     segments = load_segments(work)
     captions = segments["caption"].to_pylist()
     segments = segments.filter(pa.array([c is not None and bool(c.strip()) for c in captions]))
+    words = features = [None] * segments.num_rows  # only what the encoder reads is loaded
     if config.reads_words:
         visual_tokenizer = visual_tokenizer_from_work_dir(work, config.encoder)
         tokens_path = wd.require(wd.tokens, "tokenize")
         if tokens_metadata(tokens_path).get("vocab_hash") != visual_tokenizer.content_hash:
             raise ConfigError(f"{tokens_path} was made with another vocabulary than {wd.vocab}; run `videobert tokenize`")
-        visual = segment_visual_tokens(tokens_path, segments)
+        words = segment_visual_tokens(tokens_path, segments)
     if config.reads_features:
         features = segment_clip_features(work, segments)
-        visual = [words_and_features(w, f) for w, f in zip(visual, features)] if config.reads_words else features
+    visual = [visual_input(config, w, f) for w, f in zip(words, features)]
     has_video = np.array([len(v) > 0 for v in visual], dtype=bool)
     segments = segments.filter(pa.array(has_video))
     visual = [v for v, keep in zip(visual, has_video) if keep]
@@ -370,10 +370,20 @@ def load_caption_examples(
     return out
 
 
+def visual_input(
+    config: VideoBertCaptioningConfig, words: np.ndarray | None, features: np.ndarray | None
+) -> np.ndarray:
+    """One segment's visual input as `config`'s encoder reads it: its `(clips,)` visual words, its `(clips,
+    feature_dim)` clip features, or both (`words_and_features`); what the encoder does not read may be None."""
+    if config.reads_words and config.reads_features:
+        return words_and_features(words, features)
+    return features if config.reads_features else words
+
+
 def words_and_features(words: np.ndarray, features: np.ndarray) -> np.ndarray:
-    """The visual input of the modes that read words and features: a structured array of one record per clip, with fields `word`
-    (its visual word) and `feature` (its `(feature_dim,)` clip feature); indexing and slicing keep the two together,
-    so the augmentations of `finetune.augment` apply unchanged."""
+    """The visual input of the modes that read words and features: a structured array of one record per clip, with
+    fields `word` (its visual word) and `feature` (its `(feature_dim,)` clip feature); indexing and slicing keep the
+    two together, so the augmentations of `finetune.augment` apply unchanged."""
     if len(words) != len(features):
         raise ValueError(f"{len(words)} visual words but {len(features)} clip features")
     features = np.asarray(features, dtype=np.float32)
@@ -705,8 +715,9 @@ def caption_comparison(
     device: str = "auto",
 ) -> StageReport:
     """The paper's Table 3 on one corpus: the same decoder, data and budget with (a) the pretrained VideoBERT
-    encoder, (b) a randomly initialised one, (c) a random one over continuous clip features and (d) the paper's
-    "VideoBERT + S3D": (a) and (c) side by side, so that (d) against (c) is what pretraining adds to the features.
+    encoder, (b) a randomly initialised one, (c) a random one over continuous clip features, (d) the paper's
+    "VideoBERT + S3D": (a) and (c) side by side, and (e) its control, (b) and (c) side by side, so that (d) against
+    (e) is what pretraining adds to the features.
 
     Args:
         model: Model directory written by `videobert pretrain`.

@@ -328,7 +328,7 @@ def _captions(
         return None
     # The decoder stack loads only when captions are asked for.
     from videobert.model.captioning import VideoBertForCaptioning
-    from videobert.tasks.caption import caption_segments, resolve_checkpoint, words_and_features
+    from videobert.tasks.caption import caption_segments, resolve_checkpoint, visual_input
 
     network = VideoBertForCaptioning.from_pretrained(resolve_checkpoint(Path(captioner)))
     config = network.config
@@ -337,10 +337,7 @@ def _captions(
             f"{captioner}: the captioner reads {config.feature_dim}-d clip features, the model's backbone gives "
             f"{window_features[0].shape[1]}-d ones"
         )
-    if config.reads_features and config.reads_words:
-        visual = [words_and_features(w, f) for w, f in zip(window_tokens, window_features)]
-    else:
-        visual = list(window_features) if config.reads_features else list(window_tokens)
+    visual = [visual_input(config, w, f) for w, f in zip(window_tokens, window_features)]
     captions = list(caption_segments(network, visual, device=device))
     if len(captions) != len(window_tokens):
         raise ConfigError(f"the captioner returned {len(captions)} captions for {len(window_tokens)} windows")

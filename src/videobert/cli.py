@@ -17,6 +17,7 @@ from videobert._version import __version__
 COMMANDS: dict[str, str] = {
     "synth": "videobert.data.synth:synth",
     "ingest": "videobert.data.ingest:ingest",
+    "train_encoder": "videobert.training.encoder:train_encoder",
     "extract": "videobert.features.extract:extract",
     "vocab": "videobert.tokenizer.stages:vocab",
     "tokenize": "videobert.tokenizer.stages:tokenize",

@@ -8,12 +8,15 @@ name:
 * ``hf:<model dir or hub id>``: :class:`HFVideoBackbone`, a Hugging Face video model (VideoMAE, TimeSformer,
   ViViT, X-CLIP) on the clip's frames subsampled to the model's ``num_frames``;
 * ``hf-image:<model dir or hub id>``: :class:`HFImageBackbone`, a Hugging Face image encoder (ViT, DINOv2,
-  CLIP, SigLIP) on a few frames of the clip, mean-pooled over them.
+  CLIP, SigLIP) on a few frames of the clip, mean-pooled over them;
+* ``encoder:<directory>``: :class:`EncoderBackbone`, a clip encoder trained on the user's own videos by
+  ``videobert train-encoder``.
 
 New kinds register with :func:`register_backbone`.
 """
 from __future__ import annotations
 
+import json
 import math
 import re
 from abc import ABC, abstractmethod
@@ -508,6 +511,56 @@ class HFImageBackbone(_HFBackbone):
 
 
 # ----------------------------------------------------------------------------------------------------------
+# encoder: a clip encoder trained on the user's own videos (`videobert train-encoder`)
+
+
+class EncoderBackbone(Backbone):
+    """A `ClipEncoderModel` directory written by `videobert train-encoder`: clips decoded at its `image_size`, its
+    clip vectors as features. Named ``encoder:<absolute directory>`` in ``features/meta.json``, so that `predict`
+    finds the same encoder from any working directory."""
+
+    def __init__(self, directory: str, device: str = "auto", threads: int = 0):
+        import torch
+
+        from videobert.model.clip_encoder import ClipEncoderConfig, ClipEncoderModel
+
+        path = Path(directory).expanduser().resolve()
+        config_file = path / "config.json"
+        if not path.is_dir():
+            raise InputError(path, "not found; give a directory written by `videobert train-encoder`")
+        if not config_file.is_file() or not (path / "model.safetensors").is_file():
+            raise InputError(path, "is not a clip encoder directory (needs config.json and model.safetensors "
+                                   "from `videobert train-encoder`)")  # fmt: skip
+        try:
+            kind = json.loads(config_file.read_text()).get("model_type")
+        except (OSError, ValueError) as exc:
+            raise InputError(config_file, f"unreadable ({exc})") from exc
+        if kind != ClipEncoderConfig.model_type:
+            raise InputError(config_file, f"describes a {kind!r} model, not a clip encoder from `videobert train-encoder`")
+        try:
+            self.model = ClipEncoderModel.from_pretrained(path, dtype=torch.float32)
+        except Exception as exc:  # noqa: BLE001 - a damaged checkpoint is the user's file, named with the cause
+            raise InputError(path, f"cannot load the clip encoder ({type(exc).__name__}: {exc})") from exc
+        self.device = resolve_device(device)
+        self.model.eval().to(self.device)
+        self.name = f"encoder:{path}"
+        side = int(self.model.config.image_size)
+        self.clip_size = (side, side)
+        self.dim = int(self.model.config.hidden_size)
+        self.threads = threads
+
+    def __call__(self, clips: np.ndarray) -> np.ndarray:
+        import torch
+
+        self._check(clips)
+        if clips.shape[1] < 2:
+            raise ValueError(f"{self.name}: clips need at least 2 frames (the encoder reads motion), got {clips.shape[1]}")
+        with torch.inference_mode():
+            out = self.model(clips=torch.from_numpy(np.ascontiguousarray(clips)).to(self.device)).clip_embeds
+        return out.float().cpu().numpy()
+
+
+# ----------------------------------------------------------------------------------------------------------
 # registry
 
 #: scheme -> (factory(argument, device), usage shown in errors). ``pixels`` takes no argument.
@@ -542,6 +595,15 @@ register_backbone("hf", _needs_arg(HFVideoBackbone), "hf:<model dir or hub id>")
 register_backbone("hf-image", _needs_arg(HFImageBackbone), "hf-image:<model dir or hub id>")
 
 
+def _encoder(arg: str, device: str) -> Backbone:
+    if not arg:
+        raise ConfigError("backbone 'encoder:' needs the directory written by `videobert train-encoder`, e.g. 'encoder:enc'")
+    return EncoderBackbone(arg, device)
+
+
+register_backbone("encoder", _encoder, "encoder:<directory from train-encoder>")
+
+
 def get_backbone(name: str, device: str = "auto") -> Backbone:
     """Build the backbone called ``name`` (``pixels``, ``hf:<dir or id>``, ``hf-image:<dir or id>``) on
     ``device`` (``auto``: the GPU when there is one).
@@ -563,6 +625,7 @@ __all__ = [
     "PixelsBackbone",
     "HFVideoBackbone",
     "HFImageBackbone",
+    "EncoderBackbone",
     "get_backbone",
     "register_backbone",
 ]

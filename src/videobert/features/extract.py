@@ -308,8 +308,9 @@ def extract(
         work: Work directory holding manifest.parquet (from `videobert ingest`).
         backbone: Clip encoder: "pixels" (weight-free colour, shape and motion descriptor; runs anywhere),
             "hf:<model dir or hub id>" (a Hugging Face video model such as VideoMAE, TimeSformer, ViViT,
-            X-CLIP) or "hf-image:<model dir or hub id>" (an image encoder such as CLIP, ViT, DINOv2,
-            mean-pooled over frames).
+            X-CLIP), "hf-image:<model dir or hub id>" (an image encoder such as CLIP, ViT, DINOv2,
+            mean-pooled over frames) or "encoder:<directory>" (a clip encoder trained on this corpus by
+            `videobert train-encoder`).
         fps: Frame rate clips are sampled at (paper: 20).
         clip_frames: Frames per clip; clips are non-overlapping and last clip_frames / fps seconds (paper: 30).
         batch_size: Clips per backbone call.

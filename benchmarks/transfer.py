@@ -42,6 +42,7 @@ def main() -> None:
     ap.add_argument("--image-size", type=int, default=32)
     ap.add_argument("--pretrain-steps", type=int, default=0)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads of train-encoder (1: the machine is shared)")
     ap.add_argument("--name", default=None, help="recipe folder name (default: from the options)")
     args = ap.parse_args()
 
@@ -68,7 +69,7 @@ def main() -> None:
         report = train_encoder(base, out=enc, steps=args.encoder_steps, clip_frames=args.clip_frames,
                                image_size=args.image_size, contrast_weight=args.contrast_weight,
                                masked_frame_weight=args.masked_frame_weight, next_frame_weight=args.next_frame_weight,
-                               text=args.text, seed=args.seed)  # fmt: skip
+                               text=args.text, seed=args.seed, threads=args.threads)  # fmt: skip
         timings["train_encoder_s"] = round(time.perf_counter() - t0, 1)
         timings["train_encoder_clips_per_s"] = report.stats.get("clips/s")
         backbone = f"encoder:{enc}"

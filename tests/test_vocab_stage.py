@@ -242,3 +242,49 @@ def test_stages_work_as_cli_commands(work):
     assert runner.invoke(app, ["tokenize", str(work)]).exit_code == 0
     result = runner.invoke(app, ["inspect-vocab", str(work), "--token", "0", "--out", str(work / "t.png")])
     assert result.exit_code == 0, result.output
+
+
+def test_video_centring_removes_what_a_whole_video_shares(tmp_path):
+    """Two videos whose clips differ only by a per-video offset (a background colour) get the same words once each
+    video's mean is subtracted; without centring the offset decides the words. Tokenize uses the means of whole videos,
+    whatever the shard boundaries."""
+    from videobert.tokenizer.hkmeans import VisualTokenizer, VisualVocabConfig, video_means
+
+    rng = np.random.default_rng(0)
+    steps = rng.normal(size=(4, 6)).astype(np.float32) * 0.3  # four step types, the same in both videos
+    a = steps + np.float32(10.0)  # video a: a large offset on every clip
+    b = steps - np.float32(10.0)
+    feats, videos = np.concatenate([a, b]), np.array(["a"] * 4 + ["b"] * 4)
+    means = video_means(feats, videos)
+    np.testing.assert_allclose(means[:4], np.broadcast_to(a.mean(0), (4, 6)), rtol=1e-5)
+    centred = VisualTokenizer(VisualVocabConfig(k=4, depth=1, normalize="none", center="video")).fit(feats, means=means)
+    words = centred.encode(feats, means=means)
+    assert words[:4].tolist() == words[4:].tolist() and len(set(words[:4].tolist())) == 4
+    plain = VisualTokenizer(VisualVocabConfig(k=4, depth=1, normalize="none")).fit(feats)
+    assert not set(plain.encode(feats)[:4].tolist()) & set(plain.encode(feats)[4:].tolist())
+    with pytest.raises(ConfigError, match="centres each video"):
+        centred.encode(feats)
+    with pytest.raises(ConfigError, match="does not centre"):
+        plain.encode(feats, means=means)
+    # The hash of a vocabulary without centring does not mention it (older vocabularies keep their hash), and the
+    # setting survives a save/load.
+    centred.save_pretrained(tmp_path / "v")
+    assert VisualTokenizer.from_pretrained(tmp_path / "v").content_hash == centred.content_hash
+    assert VisualTokenizer.from_pretrained(tmp_path / "v").centres_videos
+
+
+def test_vocab_stage_centres_videos(minicook_work, tmp_path):
+    import shutil
+
+    from videobert.tokenizer.stages import store_video_means
+
+    work = tmp_path / "work"
+    shutil.copytree(minicook_work, work)
+    report = vocab(work, k=12, depth=2, seed=0, center="video", overwrite=True)
+    assert report.done == 1 and json.loads((work / "vocab" / "config.json").read_text())["config"]["center"] == "video"
+    assert tokenize(work).done > 0
+    store = FeatureStore(work)
+    means = store_video_means(store)
+    first = store.clips["video"][0].as_py()
+    rows = [i for i, v in enumerate(store.clips["video"].to_pylist()) if v == first]
+    np.testing.assert_allclose(means[first], store.load()[rows].mean(0), rtol=1e-4, atol=1e-5)

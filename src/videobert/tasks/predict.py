@@ -228,7 +228,10 @@ def visual_words(
         return starts, ends, np.zeros(0, np.int32), np.zeros((0, source.dim), np.float32)
     # The feature store keeps float16; rounding the same way gives the same words as `extract` + `tokenize`.
     stacked = np.concatenate(features).astype(np.float16)  # (clips, D)
-    return starts, ends, network.visual_tokenizer.encode(stacked), stacked.astype(np.float32)
+    tokenizer = network.visual_tokenizer
+    # A vocabulary that centres videos takes the mean of this video's clips, as `tokenize` takes each video's.
+    means = np.broadcast_to(stacked.astype(np.float32).mean(axis=0), stacked.shape) if tokenizer.centres_videos else None
+    return starts, ends, tokenizer.encode(stacked, means=means), stacked.astype(np.float32)
 
 
 def top_labels(scores: np.ndarray, labels: LabelSet, k: int = TOP_K) -> list[dict[str, Any]]:

@@ -60,6 +60,7 @@ except ImportError:  # faiss-cpu is a dependency; the sklearn path keeps the pac
     faiss = None
 
 NORMALIZE = ("none", "l2", "standardize", "pca-whiten")
+CENTER = ("none", "video")
 FORMAT = "videobert-visual-vocab"
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
@@ -92,6 +93,10 @@ class VisualVocabConfig:
     dimensions do not count several times)."""
     pca_dim: int = 0
     """Principal components kept by ``pca-whiten``; 0 keeps all of them. Only valid with ``pca-whiten``."""
+    center: str = "none"
+    """``none``, or ``video``: subtract each video's mean feature before everything else, so that what a whole
+    video shares (its background, lighting, camera) does not decide its clips' words. Fitting and encoding then
+    need each row's video mean (:func:`video_means`)."""
     niter: int = 20
     """Lloyd iterations of every node's k-means."""
     max_points_per_node: int = 8192
@@ -117,6 +122,8 @@ class VisualVocabConfig:
             raise ConfigError(f"seed must be non-negative, got {self.seed}")
         if self.normalize not in NORMALIZE:
             raise ConfigError(f"normalize must be one of {', '.join(NORMALIZE)}; got {self.normalize!r}")
+        if self.center not in CENTER:
+            raise ConfigError(f"center must be one of {', '.join(CENTER)}; got {self.center!r}")
         if self.pca_dim < 0:
             raise ConfigError(f"pca_dim must be non-negative, got {self.pca_dim}")
         if self.pca_dim and self.normalize != "pca-whiten":
@@ -201,10 +208,11 @@ class VisualTokenizer:
 
     # ------------------------------------------------------------------ fit
 
-    def fit(self, features: np.ndarray, threads: int = 0) -> "VisualTokenizer":
+    def fit(self, features: np.ndarray, threads: int = 0, means: np.ndarray | None = None) -> "VisualTokenizer":
         """Build the tree from ``features`` (N, D), level by level. ``threads`` is how many nodes are
-        clustered at once (0: every core this process may use); it does not change the result."""
-        x = _as_matrix(features)
+        clustered at once (0: every core this process may use); it does not change the result. ``means``: each
+        row's video mean (N, D), required exactly when ``center`` is ``video``."""
+        x = self._centre(_as_matrix(features), means)
         if x.shape[0] == 0:
             raise ConfigError("cannot fit a visual vocabulary on zero feature vectors")
         cfg = self.config
@@ -267,14 +275,30 @@ class VisualTokenizer:
             assignment[a : a + _CHUNK] = _nearest(z[rows[a : a + _CHUNK]], children, sqnorms, dead)
         return children, live, assignment
 
+    @property
+    def centres_videos(self) -> bool:
+        """Whether fitting and encoding take each row's video mean (``center == "video"``)."""
+        return self.config.center == "video"
+
+    def _centre(self, x: np.ndarray, means: np.ndarray | None) -> np.ndarray:
+        if not self.centres_videos:
+            if means is not None:
+                raise ConfigError("this visual vocabulary does not centre videos; pass no video means")
+            return x
+        if means is None or np.shape(means) != x.shape:
+            raise ConfigError(f"this visual vocabulary centres each video: pass the (N, D) video means of the {x.shape[0]} rows")
+        return x - np.asarray(means, np.float32)
+
     # ------------------------------------------------------------------ encode
 
-    def encode(self, features: np.ndarray) -> np.ndarray:
-        """Visual word of every row of ``features`` (N, D): (N,) int32 in ``[0, vocab_size)``."""
+    def encode(self, features: np.ndarray, means: np.ndarray | None = None) -> np.ndarray:
+        """Visual word of every row of ``features`` (N, D): (N,) int32 in ``[0, vocab_size)``. ``means``: each
+        row's video mean (N, D), required exactly when ``center`` is ``video``."""
         self._require_fitted()
         x = _as_matrix(features)
         if x.shape[1] != self.dim:
             raise ConfigError(f"features have dimension {x.shape[1]}, the visual vocabulary was fitted on {self.dim}")
+        x = self._centre(x, means)
         z = _apply_preprocess(x, self._pre, self.config.normalize)  # (N, D_work)
         k = self.config.k
         node = np.zeros(z.shape[0], np.int64)
@@ -345,7 +369,10 @@ class VisualTokenizer:
         self._require_fitted()
         if self._hash is None:
             h = hashlib.sha256()
-            h.update(json.dumps({"config": asdict(self.config), "dim": self.dim}, sort_keys=True).encode())
+            config = asdict(self.config)
+            if config["center"] == "none":  # recorded only when on: vocabularies built before it keep their hash
+                del config["center"]
+            h.update(json.dumps({"config": config, "dim": self.dim}, sort_keys=True).encode())
             for name, arr in sorted(self._tensors().items()):
                 arr = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<"))
                 h.update(f"{name}|{arr.dtype.str}|{arr.shape}".encode())
@@ -606,3 +633,14 @@ def _invert_preprocess(c: np.ndarray, pre: dict[str, np.ndarray], normalize: str
     if normalize == "standardize":
         return c * pre["scale"] + pre["mean"]
     return (c * pre["scale"]) @ pre["components"] + pre["mean"]  # (n, D)
+
+
+def video_means(features: np.ndarray, videos: np.ndarray) -> np.ndarray:
+    """(N, D) each row's mean over the rows of the same video (``videos``: (N,) ids): the ``means`` argument of a
+    vocabulary with ``center="video"`` when every clip of each video is at hand."""
+    x = _as_matrix(features)
+    _, inverse = np.unique(np.asarray(videos), return_inverse=True)
+    sums = np.zeros((inverse.max() + 1 if len(inverse) else 0, x.shape[1]), np.float64)
+    np.add.at(sums, inverse, x)
+    counts = np.bincount(inverse, minlength=len(sums))[:, None]
+    return (sums / np.maximum(counts, 1)).astype(np.float32)[inverse]

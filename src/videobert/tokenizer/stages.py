@@ -59,6 +59,7 @@ def vocab(
     seed: int = 0,
     normalize: str = "auto",
     pca_dim: int = 0,
+    center: str = "none",
     max_points: int = 200000,
     overwrite: bool = False,
 ) -> StageReport:
@@ -74,6 +75,9 @@ def vocab(
             standardising would inflate its sparse colour bins and cost noun separation: 0.85 -> 0.60 on
             MiniCook) and l2 for learned backbones (their embeddings compare by angle).
         pca_dim: Principal components kept by pca-whiten (0 keeps all); only with pca-whiten.
+        center: none, or video: subtract each video's mean clip feature first, so that what a whole video shares
+            (background, lighting, camera) does not decide its words (BENCHMARKS.md, "Visual words on other
+            worlds").
         max_points: Fit on at most this many clips (a seeded random sample); tokenize encodes all clips.
         overwrite: Replace an existing vocabulary that was built with other settings or other features.
     """
@@ -83,7 +87,7 @@ def vocab(
     store = FeatureStore(work)
     if normalize == "auto":
         normalize = "none" if store.meta.get("backbone") == "pixels" else "l2"
-    config = VisualVocabConfig(k=k, depth=depth, seed=seed, normalize=normalize, pca_dim=pca_dim)
+    config = VisualVocabConfig(k=k, depth=depth, seed=seed, normalize=normalize, pca_dim=pca_dim, center=center)
     if len(store) == 0:
         raise InputError(wd.features, "holds no clip features; did `extract` find any video?")
     # the number of clips fitted on, not max_points itself: raising max_points above the clip count
@@ -111,8 +115,9 @@ def vocab(
     t0 = time.perf_counter()
     sample = _sample_rows(len(store), fit_points, seed)
     features = _gather(store, sample)  # (n_fit, D)
-    tokenizer = VisualTokenizer(config, feature_source=feature_source).fit(features)
-    used = int(np.unique(tokenizer.encode(features)).size)
+    means = _row_means(store, sample) if config.center == "video" else None  # (n_fit, D) or None
+    tokenizer = VisualTokenizer(config, feature_source=feature_source).fit(features, means=means)
+    used = int(np.unique(tokenizer.encode(features, means=means)).size)
     seconds = time.perf_counter() - t0
     source = {
         **wanted,
@@ -208,6 +213,27 @@ def _gather(store: FeatureStore, positions: np.ndarray) -> np.ndarray:
     return out
 
 
+def store_video_means(store: FeatureStore) -> dict[str, np.ndarray]:
+    """Video id -> its mean clip feature (D,) float32, over every clip of the store, read shard by shard."""
+    sums: dict[str, np.ndarray] = {}
+    counts: dict[str, int] = {}
+    for clips, shard in store.iter_shards():
+        names, inverse = np.unique(np.asarray(clips["video"].to_pylist(), dtype=object), return_inverse=True)
+        part = np.zeros((len(names), store.dim), np.float64)
+        np.add.at(part, inverse, shard[clips["row"].to_numpy()])
+        for j, video in enumerate(names):
+            sums[video] = sums.get(video, 0.0) + part[j]
+            counts[video] = counts.get(video, 0) + int((inverse == j).sum())
+    return {v: (sums[v] / counts[v]).astype(np.float32) for v in sums}
+
+
+def _row_means(store: FeatureStore, positions: np.ndarray, means: dict[str, np.ndarray] | None = None) -> np.ndarray:
+    """(len(positions), D) the video mean of each given clip-table position."""
+    means = store_video_means(store) if means is None else means
+    videos = store.clips["video"].to_pylist()
+    return np.stack([means[videos[p]] for p in positions]) if len(positions) else np.zeros((0, store.dim), np.float32)
+
+
 def _swap_dir(new: Path, target: Path) -> None:
     """Put the finished directory ``new`` at ``target``. A crash between the two renames leaves no
     ``target`` (the next run rebuilds it), never a half-written one."""
@@ -260,14 +286,16 @@ def tokenize(work: Path, batch_size: int = 65536) -> StageReport:
         {META_VOCAB_HASH: tokenizer.content_hash.encode(), META_FEATURES: fingerprint.encode()}
     )
     counts = np.zeros(tokenizer.vocab_size, np.int64)
+    means = store_video_means(store) if tokenizer.centres_videos else None
     with atomic_path(wd.tokens) as tmp:
         with pq.ParquetWriter(tmp, schema) as writer:
             for clips, shard in store.iter_shards():
                 rows = clips["row"].to_numpy()
                 for a in range(0, len(rows), batch_size):
-                    tokens = tokenizer.encode(shard[rows[a : a + batch_size]])
+                    part = clips.slice(a, min(batch_size, len(rows) - a))
+                    centre = None if means is None else np.stack([means[v] for v in part["video"].to_pylist()])
+                    tokens = tokenizer.encode(shard[rows[a : a + batch_size]], means=centre)
                     counts += np.bincount(tokens, minlength=tokenizer.vocab_size)
-                    part = clips.slice(a, len(tokens))
                     columns = [part["video"], part["clip"], part["start"], part["end"], pa.array(tokens, pa.int32())]
                     writer.write_table(pa.Table.from_arrays(columns, schema=schema))
     report.done = len(store)

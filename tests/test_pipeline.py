@@ -74,3 +74,15 @@ def test_demo_rejects_unknown_size(tmp_path):
     result = CliRunner().invoke(app, ["demo", "--out", str(tmp_path), "--clip-frames", "1"])
     assert result.exit_code == 2 and "clip_frames must be at least 2" in result.output
     assert not (tmp_path / "corpus").exists()  # refused before any work
+
+
+def test_demo_trains_its_clip_encoder_first(tmp_path):
+    out = tmp_path / "demo"
+    args = ["demo", "--out", str(out), "--size", "tiny", "--backbone", "encoder", "--encoder-steps", "4", "--no-captioning"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    meta = json.loads((out / "work" / "features" / "meta.json").read_text())
+    assert meta["backbone"] == f"encoder:{(out / 'encoder').resolve()}" and meta["dim"] == 128 and meta["size"] == [32, 32]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["timings_s"]["train-encoder"] >= 0 and summary["pretraining"]["steps"] == 20
+    assert json.loads((out / "encoder" / "train_encoder.json").read_text())["summary"]["steps"] == 4

@@ -75,6 +75,7 @@ def demo(
     size: str = "small",
     seed: int = 0,
     backbone: str = "pixels",
+    encoder_steps: int = 1500,
     clip_frames: int = 15,
     k: int = 12,
     depth: int = 2,
@@ -94,7 +95,9 @@ def demo(
         out: Output folder (corpus/, work/, model/, eval/, finetune/, caption/, the results and the report).
         size: Corpus size and training budget, one of tiny, small, medium, large.
         seed: Seed for the corpus and every stochastic stage.
-        backbone: Clip feature backbone (see `videobert extract --help`).
+        backbone: Clip feature backbone (see `videobert extract --help`), or encoder: a clip encoder trained on the
+            corpus's training videos first (`videobert train-encoder`, into OUT/encoder).
+        encoder_steps: Training steps of the clip encoder with backbone encoder.
         clip_frames: Frames per clip at 20 fps. The paper's 30 (1.5 s) suits YouCook2's long steps; MiniCook's steps
             last 2-4 s, so the demo takes 0.75 s clips, which straddle fewer step boundaries (BENCHMARKS.md).
         k: Branching factor of the hierarchical k-means vocabulary.
@@ -116,6 +119,8 @@ def demo(
 
     if size not in DEMO_SIZES:
         raise ConfigError(f"unknown demo size {size!r}; choose one of {', '.join(DEMO_SIZES)}")
+    if encoder_steps < 1:
+        raise ConfigError(f"encoder_steps must be at least 1, got {encoder_steps}")
     if pretrain_steps < 0:
         raise ConfigError(f"pretrain_steps must be non-negative, got {pretrain_steps}")
     if clip_frames < 2:
@@ -138,6 +143,12 @@ def demo(
 
     run("synth", synth, corpus, videos=spec.videos, seed=seed, width=spec.width, height=spec.height, recipes=recipes)
     ingested = run("ingest", ingest, corpus, work)
+    if backbone == "encoder":  # a clip encoder learnt from this corpus's own training videos
+        from videobert.training.encoder import train_encoder
+
+        run("train-encoder", train_encoder, work, out=out / "encoder", steps=encoder_steps, clip_frames=clip_frames,
+            seed=seed, device=device)  # fmt: skip
+        backbone = f"encoder:{out / 'encoder'}"
     run("extract", extract, work, backbone=backbone, clip_frames=clip_frames)
     run("vocab", vocab, work, k=k, depth=depth, seed=seed)
     run("tokenize", tokenize, work)

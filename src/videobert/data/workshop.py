@@ -333,10 +333,6 @@ class _Look:
         self.pan = rng.uniform(-1, 1, (2, 2))  # (start, end) x (x, y), as fractions of the room zoom leaves
         self.shake = rng.uniform(0.4, 1.0)  # pixels, standard deviation
 
-    def apply(self, frames: np.ndarray, t: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """``frames`` (T, H, W, 3) at video times ``t`` (T,) as lit and filmed: a new (T, H, W, 3) array."""
-        return self.camera(frames, t, rng) * self.gain(t)[:, None, None, :]
-
     def gain(self, t: np.ndarray) -> np.ndarray:
         """(T, 3) factors on each colour channel at video times ``t`` (T,): brightness times colour balance."""
         amp, period, phase = self.brightness
@@ -357,7 +353,9 @@ class _Look:
         # No rotation, so the bilinear resample is separable: rows, then (transposed) columns. Selecting whole
         # rows copies contiguous memory, several times faster than gathering single pixels.
         frames = _resample_rows(frames, sy)
-        return _resample_rows(np.ascontiguousarray(frames.transpose(0, 2, 1, 3)), sx).transpose(0, 2, 1, 3)
+        frames = _resample_rows(np.ascontiguousarray(frames.transpose(0, 2, 1, 3)), sx)
+        # Contiguous again: quantising and encoding a transposed view costs more than this copy.
+        return np.ascontiguousarray(frames.transpose(0, 2, 1, 3))
 
 
 def _resample_rows(frames: np.ndarray, at: np.ndarray) -> np.ndarray:
@@ -395,7 +393,7 @@ def render_video(plan: VideoPlan, seed: int, index: int, height: int, width: int
         if step is not None:
             render_step(step.verb, step.noun, canvas, rng)
         t = canvas.t[:, 0, 0] + start / plan.fps
-        yield _to_uint8(look.apply(canvas.frames, t, rng), rng)
+        yield _to_uint8(look.camera(canvas.frames, t, rng), rng, gain=look.gain(t)[:, None, None, :])
 
 
 WORKSHOP = World("workshop", "Workshop", 1, VERBS, NOUNS, NOUN_COLOURS, RECIPE_NEXT, NARRATION, render_video)

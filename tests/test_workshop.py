@@ -82,7 +82,8 @@ def test_annotations_and_narration(corpus):
     # Over many planned videos (no pixels needed), about 40 % of steps are announced with the template sentence,
     # less the few that ASR noise alters.
     plans = [plan_video(i, 0, world=WORKSHOP) for i in range(40)]
-    templated = sum(TEMPLATE.format(verb=s.verb, noun=s.noun) in {c.text for c in p.cues} for p in plans for s in p.steps)
+    templated = sum(TEMPLATE.format(verb=s.verb, noun=s.noun) in {c.text for c in p.cues}
+                    for p in plans for s in p.steps)
     assert 0.25 < templated / sum(len(p.steps) for p in plans) < 0.45
     spoken = " ".join(c.text for p in plans for c in p.cues).split()
     assert {"pushing", "squash", "bottle"} <= set(spoken) and not {"stir", "tomato"} & set(spoken)

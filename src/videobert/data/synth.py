@@ -8,6 +8,9 @@ not exactly at, the time it happens, in varied words, mixed with chatter and rec
 
 Everything is a pure function of ``seed`` and the video index, so video ``i`` is identical whether 5 or 500
 videos are generated, and a re-run recreates a missing file with the same content.
+
+MiniCook is one `World`; another (`videobert.data.workshop`) reuses the planning, narration and writing here with
+its own words and renderer, so that no choice in the toolkit is tuned on one world's look alone.
 """
 from __future__ import annotations
 
@@ -67,13 +70,23 @@ NOUN_COLOURS: dict[str, tuple[tuple[float, float, float], tuple[float, float, fl
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 
-# Bumped whenever the generator's output changes, so a corpus from an older generator is never topped up
-# with videos from a newer one.
-_VERSION = 1
-_NAME = "minicook_{:04d}"
-_NAME_RE = re.compile(r"^minicook_(\d{4,})\.(mp4|srt)$")
 # Independent random streams: per-video planning and rendering, and the corpus-level split.
 _STREAM_VIDEO, _STREAM_SPLIT = 1, 2
+
+@dataclass(frozen=True)
+class Narration:
+    """A world's narrator: how each verb is said, the sentences that name a step, the chatter between steps,
+    and the words speech recognition mishears."""
+
+    ing: dict[str, str]  # verb -> its -ing form
+    how: dict[str, str]  # verb -> a phrase saying how it is done
+    phrases: tuple[str, ...]  # sentences naming a step, filled with verb, noun, how, ing
+    follow_ups: tuple[str, ...]  # said after a step's sentence, about the same step
+    intros: tuple[str, ...]
+    outros: tuple[str, ...]
+    fillers: tuple[str, ...]
+    misheard: dict[str, str]  # word -> what ASR makes of it
+
 
 _ING = {"cut": "cutting", "pour": "pouring", "stir": "stirring", "peel": "peeling",
         "fry": "frying", "add": "adding", "roll": "rolling", "wash": "washing"}
@@ -103,6 +116,7 @@ _FILLERS = (
 _MISHEARD = {"cut": "cup", "pour": "poor", "stir": "star", "peel": "pill", "fry": "fly", "add": "had",
              "roll": "role", "wash": "watch", "the": "a", "tomato": "tomatoes", "onion": "onions",
              "apple": "apples", "egg": "eggs", "fish": "dish", "bread": "bed"}
+_NARRATION = Narration(_ING, _HOW, _PHRASES, _FOLLOW_UPS, _INTROS, _OUTROS, _FILLERS, _MISHEARD)
 
 # Props, so a verb's setting also looks the same across videos (a dark pan means frying).
 _BOWL_RIM, _BOWL_INSIDE = (0.80, 0.80, 0.82), (0.58, 0.58, 0.61)
@@ -198,6 +212,20 @@ class _Canvas:
     p: np.ndarray  # (T, 1, 1) progress through the step, 0 -> 1
     fps: int
 
+    @classmethod
+    def blank(cls, background: np.ndarray, n_frames: int, fps: int) -> "_Canvas":
+        """``n_frames`` frames of ``background`` ((H, W, 3) float), to draw one block of a video on."""
+        height, width = background.shape[:2]
+        t = (np.arange(n_frames, dtype=np.float32) / fps).reshape(-1, 1, 1)
+        return cls(
+            frames=np.repeat(background[None], n_frames, axis=0),  # (T, H, W, 3)
+            xs=np.arange(width, dtype=np.float32).reshape(1, 1, -1),
+            ys=np.arange(height, dtype=np.float32).reshape(1, -1, 1),
+            t=t,
+            p=t / max(float(t[-1, 0, 0]), 1e-6),
+            fps=fps,
+        )
+
     @property
     def height(self) -> int:
         return self.frames.shape[1]
@@ -246,24 +274,31 @@ class _Noun:
     main: np.ndarray  # (3,)
     accent: np.ndarray  # (3,)
     size: float  # pixels from the centre to the edge of the body, before per-verb scaling
+    shape: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]  # (u, v) -> (body, accent) masks
 
     @classmethod
-    def sample(cls, name: str, unit: int, rng: np.random.Generator) -> "_Noun":
+    def sample(cls, name: str, unit: int, rng: np.random.Generator, colours=None, shapes=None) -> "_Noun":
+        """This clip's look of ``name``, from a world's ``colours`` and ``shapes`` tables (MiniCook's when None)."""
+        colours, shapes = colours or NOUN_COLOURS, shapes or _SHAPES
         brightness = rng.uniform(0.93, 1.05)
 
         def jitter(colour: tuple[float, float, float]) -> np.ndarray:
             return np.clip((np.asarray(colour) + rng.uniform(-0.04, 0.04, 3)) * brightness, 0, 1).astype(np.float32)
 
-        main, accent = NOUN_COLOURS[name]
-        return cls(name, jitter(main), jitter(accent), 0.15 * unit * rng.uniform(0.85, 1.15))
+        main, accent = colours[name]
+        return cls(name, jitter(main), jitter(accent), 0.15 * unit * rng.uniform(0.85, 1.15), shapes[name])
 
-    def draw(self, c: _Canvas, cx, cy, scale, angle=0.0, *, peel=None, brown=None, cuts=()) -> None:
+    def draw(self, c: _Canvas, cx, cy, scale, angle=0.0, *, peel=None, brown=None, cuts=(), stretch=None,
+             shade=None) -> None:
         """Paint the noun centred at (cx, cy), ``scale`` px per object unit, rotated by ``angle``.
 
         ``peel`` (T, 1, 1) in [0, 1]: the fraction of the outline, swept by angle, whose skin is off.
         ``brown`` (T, 1, 1): how far the colour has moved towards fried brown.
         ``cuts``: (x offset from cx, gap (T, 1, 1)) pairs; the object is split at each vertical line and the
-        pieces pushed apart by the gap, so a cut leaves visible slices."""
+        pieces pushed apart by the gap, so a cut leaves visible slices.
+        ``stretch``: (along u, along v) factors of the object's own axes, each a number or (T, 1, 1): squeezed,
+        or turned edge-on (a factor through 0 mirrors the object).
+        ``shade`` (T, 1, 1): a factor on both colours, so the side turned away from the light looks darker."""
         dx, dy = c.xs - cx, c.ys - cy
         keep = np.ones((1, 1, 1), bool)
         shift = 0.0
@@ -273,12 +308,16 @@ class _Noun:
         dx = dx - shift
         cos, sin = np.cos(angle), np.sin(angle)
         u, v = (dx * cos + dy * sin) / scale, (dy * cos - dx * sin) / scale
-        body, accent = _SHAPES[self.name](u, v)
+        if stretch is not None:
+            u, v = u / stretch[0], v / stretch[1]
+        body, accent = self.shape(u, v)
         body = body & keep
         peeled = None if peel is None else (np.arctan2(v, u) + np.pi) / (2 * np.pi) < peel
         for region, colour in ((body & ~accent, self.main), (body & accent, self.accent)):
             if brown is not None:
                 colour = colour * (1 - brown[..., None]) + _BROWNED * brown[..., None]  # (T, 1, 1, 3)
+            if shade is not None:
+                colour = colour * shade[..., None]
             if peeled is None:
                 c.paint(region, colour)
             else:
@@ -458,12 +497,13 @@ def _background(height: int, width: int, rng: np.random.Generator) -> np.ndarray
     return np.clip(base + pattern[..., None], 0, 1).astype(np.float32)
 
 
-def _to_uint8(frames: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def _to_uint8(frames: np.ndarray, rng: np.random.Generator, gain: np.ndarray | None = None) -> np.ndarray:
     """Quantise, adding camera noise so no two clips are pixel-identical even where nothing moves. Uniform
-    integer noise (standard deviation 2.5-5 grey levels) costs a quarter of what Gaussian noise does."""
+    integer noise (standard deviation 2.5-5 grey levels) costs a quarter of what Gaussian noise does.
+    ``gain`` (broadcastable to ``frames``): lighting applied on the way, saving a pass over the frames."""
     k = int(rng.integers(4, 9))
     noise = rng.integers(-k, k + 1, frames.shape, dtype=np.int8)
-    return np.clip(frames * 255 + 0.5 + noise, 0, 255).astype(np.uint8)
+    return np.clip(frames * (255 if gain is None else 255 * gain) + 0.5 + noise, 0, 255).astype(np.uint8)
 
 
 def render_step(
@@ -488,15 +528,7 @@ def render_step(
         raise ConfigError(f"a step needs at least one frame, got n_frames={n_frames}")
     if background is None:
         background = _background(height, width, rng)
-    t = (np.arange(n_frames, dtype=np.float32) / fps).reshape(-1, 1, 1)
-    canvas = _Canvas(
-        frames=np.repeat(background[None], n_frames, axis=0),  # (T, H, W, 3)
-        xs=np.arange(width, dtype=np.float32).reshape(1, 1, -1),
-        ys=np.arange(height, dtype=np.float32).reshape(1, -1, 1),
-        t=t,
-        p=t / max(float(t[-1, 0, 0]), 1e-6),
-        fps=fps,
-    )
+    canvas = _Canvas.blank(background, n_frames, fps)
     cx = width * (0.5 + rng.uniform(-0.1, 0.1))
     cy = height * (0.5 + rng.uniform(-0.08, 0.08))
     _VERB_DRAW[verb](canvas, _Noun.sample(noun, canvas.unit, rng), cx, cy, rng)
@@ -541,7 +573,7 @@ def _video_rngs(seed: int, index: int) -> tuple[np.random.Generator, np.random.G
     return np.random.default_rng(plan), np.random.default_rng(render)
 
 
-def _asr_noise(text: str, rng: np.random.Generator) -> str:
+def _asr_noise(text: str, misheard: dict[str, str], rng: np.random.Generator) -> str:
     """Now and then drop a word, hesitate, or mishear a word, as speech recognition does."""
     words = text.split()
     roll = rng.random()
@@ -550,23 +582,25 @@ def _asr_noise(text: str, rng: np.random.Generator) -> str:
     elif roll < 0.16:
         words.insert(int(rng.integers(len(words) + 1)), str(rng.choice(("uh", "um"))))
     elif roll < 0.26:
-        misheard = [i for i, word in enumerate(words) if word in _MISHEARD]
-        if misheard:
-            i = misheard[int(rng.integers(len(misheard)))]
-            words[i] = _MISHEARD[words[i]]
+        candidates = [i for i, word in enumerate(words) if word in misheard]
+        if candidates:
+            i = candidates[int(rng.integers(len(candidates)))]
+            words[i] = misheard[words[i]]
     return " ".join(words)
 
 
-def _step_sentences(step: Step, rng: np.random.Generator) -> list[str]:
-    fill = {"verb": step.verb, "noun": step.noun, "how": _HOW[step.verb], "ing": _ING[step.verb]}
-    first = TEMPLATE if rng.random() < 0.4 else str(rng.choice(_PHRASES))
+def _step_sentences(step: Step, say: Narration, rng: np.random.Generator) -> list[str]:
+    fill = {"verb": step.verb, "noun": step.noun, "how": say.how[step.verb], "ing": say.ing[step.verb]}
+    first = TEMPLATE if rng.random() < 0.4 else str(rng.choice(say.phrases))
     sentences = [first.format(**fill)]
     if rng.random() < 0.35:
-        sentences.append(str(rng.choice(_FOLLOW_UPS)).format(**fill))
+        sentences.append(str(rng.choice(say.follow_ups)).format(**fill))
     return sentences
 
 
-def _narrate(steps: tuple[Step, ...], fps: int, duration: float, rng: np.random.Generator) -> tuple[Cue, ...]:
+def _narrate(
+    steps: tuple[Step, ...], fps: int, duration: float, say: Narration, rng: np.random.Generator
+) -> tuple[Cue, ...]:
     """ASR-style cues, one speaker: each step said within about a second of when it starts, plus chatter.
 
     The sentence naming a step is placed first and keeps its time; follow-ups and chatter are said only
@@ -579,11 +613,11 @@ def _narrate(steps: tuple[Step, ...], fps: int, duration: float, rng: np.random.
     cues: list[Cue] = []
     extras: list[tuple[float, str]] = []  # (when the speaker would like to say it, what)
     if rng.random() < 0.7:
-        extras.append((rng.uniform(0.0, 0.3), str(rng.choice(_INTROS))))
+        extras.append((rng.uniform(0.0, 0.3), str(rng.choice(say.intros))))
     free = 0.0
     for step in steps:
-        first, *rest = _step_sentences(step, rng)
-        text = _asr_noise(first, rng)
+        first, *rest = _step_sentences(step, say, rng)
+        text = _asr_noise(first, say.misheard, rng)
         start = max(step.start_frame / fps + rng.uniform(-1.0, 1.0), free, 0.0)
         end = min(start + length(text), duration)
         if end - start >= 0.5:
@@ -591,11 +625,11 @@ def _narrate(steps: tuple[Step, ...], fps: int, duration: float, rng: np.random.
             free = end + 0.05
         extras += [(free, sentence) for sentence in rest]
         if rng.random() < 0.25:
-            extras.append((step.end_frame / fps + rng.uniform(-1.5, 0.0), str(rng.choice(_FILLERS))))
+            extras.append((step.end_frame / fps + rng.uniform(-1.5, 0.0), str(rng.choice(say.fillers))))
     if rng.random() < 0.5:
-        extras.append((duration - rng.uniform(1.5, 2.5), str(rng.choice(_OUTROS))))
+        extras.append((duration - rng.uniform(1.5, 2.5), str(rng.choice(say.outros))))
     for at, sentence in extras:
-        text = _asr_noise(sentence, rng)
+        text = _asr_noise(sentence, say.misheard, rng)
         taken = [(c.start - 0.05, c.end + 0.05) for c in cues]
         start = max([at, 0.0] + [e for s, e in taken if s <= at < e])
         end = start + length(text)
@@ -610,12 +644,16 @@ def plan_video(
     fps: int = 20,
     min_steps: int = 3,
     max_steps: int = 6,
-    verbs: tuple[str, ...] = VERBS,
-    nouns: tuple[str, ...] = NOUNS,
+    verbs: tuple[str, ...] | None = None,
+    nouns: tuple[str, ...] | None = None,
     recipes: bool = False,
+    world: World | None = None,
 ) -> VideoPlan:
-    """The timeline and narration of video ``index`` of the corpus generated with ``seed``; its steps draw from
-    ``verbs`` and ``nouns``, independently or, with ``recipes``, each from the step before (`RECIPE_NEXT`)."""
+    """The timeline and narration of video ``index`` of the ``world`` (MiniCook when None) corpus generated with
+    ``seed``; its steps draw from ``verbs`` and ``nouns`` (all of the world's when None), independently or, with
+    ``recipes``, each from the step before (the world's `recipe_next`)."""
+    world = world or MINICOOK
+    verbs, nouns = verbs or world.verbs, nouns or world.nouns
     rng, _ = _video_rngs(seed, index)
 
     def frames(seconds: float) -> int:
@@ -627,40 +665,81 @@ def plan_video(
         if k:
             cursor += frames(rng.uniform(0.3, 1.0)) if rng.random() < 0.6 else 0
         if recipes and steps:
-            verb, noun = _recipe_step(steps[-1], verbs, nouns, rng)
+            verb, noun = _recipe_step(steps[-1], verbs, nouns, world.recipe_next, rng)
         else:
             verb, noun = str(rng.choice(verbs)), str(rng.choice(nouns))
         length = frames(rng.uniform(2.0, 4.0))
         steps.append(Step(verb, noun, cursor, cursor + length))
         cursor += length
     num_frames = cursor + frames(rng.uniform(0.5, 1.0))
-    cues = _narrate(tuple(steps), fps, num_frames / fps, rng)
-    return VideoPlan(_NAME.format(index), fps, num_frames, tuple(steps), cues)
+    cues = _narrate(tuple(steps), fps, num_frames / fps, world.narration, rng)
+    return VideoPlan(world.video_name(index), fps, num_frames, tuple(steps), cues)
 
 
 def _recipe_step(
-    last: Step, verbs: tuple[str, ...], nouns: tuple[str, ...], rng: np.random.Generator
+    last: Step,
+    verbs: tuple[str, ...],
+    nouns: tuple[str, ...],
+    recipe_next: dict[str, tuple[str, ...]],
+    rng: np.random.Generator,
 ) -> tuple[str, str]:
-    """(verb, noun) of the step after ``last`` in a recipe corpus (`RECIPE_NEXT`, `RECIPE_SAME_NOUN`)."""
-    following = [v for v in RECIPE_NEXT.get(last.verb, ()) if v in verbs] or list(verbs)
+    """(verb, noun) of the step after ``last`` in a recipe corpus (``recipe_next``, `RECIPE_SAME_NOUN`)."""
+    following = [v for v in recipe_next.get(last.verb, ()) if v in verbs] or list(verbs)
     verb = str(rng.choice(following))
     noun = last.noun if rng.random() < RECIPE_SAME_NOUN else str(rng.choice(nouns))
     return verb, noun
 
 
-def render_video(plan: VideoPlan, seed: int, index: int, height: int, width: int) -> Iterator[np.ndarray]:
-    """The frames of a planned video in blocks of (T, H, W, 3) uint8: idle counter, a step, idle, ..."""
-    _, rng = _video_rngs(seed, index)
-    background = _background(height, width, rng)
+def blocks(plan: VideoPlan) -> Iterator[tuple[int, int, Step | None]]:
+    """(start frame, end frame, step or None while idle) of each block of ``plan``, in order, covering it."""
     cursor = 0
     for step in plan.steps:
         if step.start_frame > cursor:
-            yield _to_uint8(np.repeat(background[None], step.start_frame - cursor, axis=0), rng)
-        yield render_step(step.verb, step.noun, step.end_frame - step.start_frame, height, width, rng,
-                          fps=plan.fps, background=background)
+            yield cursor, step.start_frame, None
+        yield step.start_frame, step.end_frame, step
         cursor = step.end_frame
     if plan.num_frames > cursor:
-        yield _to_uint8(np.repeat(background[None], plan.num_frames - cursor, axis=0), rng)
+        yield cursor, plan.num_frames, None
+
+
+def render_video(plan: VideoPlan, seed: int, index: int, height: int, width: int) -> Iterator[np.ndarray]:
+    """The frames of a planned MiniCook video in blocks of (T, H, W, 3) uint8: idle counter, a step, idle, ..."""
+    _, rng = _video_rngs(seed, index)
+    background = _background(height, width, rng)
+    for start, end, step in blocks(plan):
+        if step is None:
+            yield _to_uint8(np.repeat(background[None], end - start, axis=0), rng)
+        else:
+            yield render_step(step.verb, step.noun, end - start, height, width, rng, fps=plan.fps,
+                              background=background)
+
+
+@dataclass(frozen=True)
+class World:
+    """What a generated corpus shows and says: its steps' words, how each is drawn, and how it is narrated.
+
+    Planning (step timeline, recipes, narration timing and ASR noise), splits and writing are shared by all
+    worlds; a world brings its vocabulary, its narrator and its renderer."""
+
+    name: str  # also the prefix of its video files
+    title: str  # how messages name its corpora
+    version: int  # bumped whenever this world's output changes, so an older corpus is never topped up
+    verbs: tuple[str, ...]  # each a single BERT WordPiece token, so the template can be filled
+    nouns: tuple[str, ...]
+    noun_colours: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]]
+    recipe_next: dict[str, tuple[str, ...]]  # with `recipes`, each verb's possible successors
+    narration: Narration
+    # (plan, seed, index, height, width) -> blocks of (T, H, W, 3) uint8 frames covering the plan
+    render: Callable[[VideoPlan, int, int, int, int], Iterator[np.ndarray]]
+
+    def video_name(self, index: int) -> str:
+        return f"{self.name}_{index:04d}"
+
+    def is_video_file(self, filename: str) -> bool:
+        return re.fullmatch(rf"{self.name}_\d{{4,}}\.(mp4|srt)", filename) is not None
+
+
+MINICOOK = World("minicook", "MiniCook", 1, VERBS, NOUNS, NOUN_COLOURS, RECIPE_NEXT, _NARRATION, render_video)
 
 
 def assign_splits(videos: int, seed: int) -> list[str]:
@@ -719,24 +798,26 @@ def _check_out(out: Path, identity: dict, overwrite: bool) -> None:
         return
     config = out / "synth.json"
     if not config.is_file():
-        raise ConfigError(f"{out} is not empty and holds no MiniCook corpus; choose a new or empty directory, "
+        raise ConfigError(f"{out} is not empty and holds no generated corpus; choose a new or empty directory, "
                           "or pass overwrite to write the corpus into it anyway")
     previous = read_json(config).get("parameters", {})
     if previous != identity:
-        # Over the keys of both: the optional ones (verbs, nouns, recipes) are recorded only when set.
+        # Over the keys of both: the optional ones (verbs, nouns, recipes, world) are recorded only when set.
         keys = [*identity, *(k for k in previous if k not in identity)]
         changed = ", ".join(
             f"{k}: {previous.get(k)!r} -> {identity.get(k)!r}" for k in keys if previous.get(k) != identity.get(k)
         )
-        raise ConfigError(f"{out} holds a MiniCook corpus generated with other parameters ({changed}); "
+        raise ConfigError(f"{out} holds a corpus generated with other parameters ({changed}); "
                           "choose another directory, or pass overwrite to replace it")
 
 
 def _remove_stale(videos_dir: Path, keep: set[str]) -> None:
-    """After an overwrite, drop videos of the previous corpus that the new one does not have."""
+    """After an overwrite, drop videos of the previous corpus (of any world) that the new one does not have."""
+    from videobert.data.workshop import WORLDS
+
     if videos_dir.is_dir():
         for path in videos_dir.iterdir():
-            if _NAME_RE.match(path.name) and path.name not in keep:
+            if any(w.is_video_file(path.name) for w in WORLDS.values()) and path.name not in keep:
                 path.unlink()
 
 
@@ -752,9 +833,10 @@ def synth(
     verbs: int = len(VERBS),
     nouns: int = len(NOUNS),
     recipes: bool = False,
+    world: str = "minicook",
     overwrite: bool = False,
 ) -> StageReport:
-    """Generate MiniCook, a corpus of narrated cooking videos with exact step annotations.
+    """Generate a corpus of narrated videos with exact step annotations: MiniCook (cooking) or another world.
 
     Each video shows min_steps to max_steps steps; a step is one of 8 verbs (each a distinct motion) applied to one
     of 10 nouns (each a distinct colour and shape), drawn independently or, with `recipes`, from the step before;
@@ -775,35 +857,45 @@ def synth(
         nouns: Use only the first this many of the 10 nouns.
         recipes: Steps follow recipes (each step's verb from a fixed list of successors of the step before, and
             mostly the same object) instead of being drawn independently, so that the next step can be forecast.
-        overwrite: Write into a non-empty directory, replacing an earlier MiniCook corpus there.
+        world: What the videos show: minicook (cooking on plain counters) or workshop (other verbs, objects and
+            words; random coloured, textured backgrounds, changing light, a moving camera and distractor objects).
+        overwrite: Write into a non-empty directory, replacing an earlier generated corpus there.
     """
+    from videobert.data.workshop import WORLDS
+
+    if world not in WORLDS:
+        raise ConfigError(f"unknown world {world!r}; choose one of {', '.join(WORLDS)}")
+    spec = WORLDS[world]
     if videos < 1:
         raise ConfigError(f"videos must be at least 1, got {videos}")
     if min(width, height) < 32 or width % 2 or height % 2:
         raise ConfigError(f"width and height must be even and at least 32 (H.264 yuv420p), got {width}x{height}")
     if not 1 <= fps <= 120:
         raise ConfigError(f"fps must be between 1 and 120, got {fps}")
-    if not 1 <= verbs <= len(VERBS) or not 1 <= nouns <= len(NOUNS):
-        raise ConfigError(f"verbs must be in 1..{len(VERBS)} and nouns in 1..{len(NOUNS)}, got {verbs} and {nouns}")
-    used_verbs, used_nouns = VERBS[:verbs], NOUNS[:nouns]
+    if not 1 <= verbs <= len(spec.verbs) or not 1 <= nouns <= len(spec.nouns):
+        raise ConfigError(f"verbs must be in 1..{len(spec.verbs)} and nouns in 1..{len(spec.nouns)}, "
+                          f"got {verbs} and {nouns}")
+    used_verbs, used_nouns = spec.verbs[:verbs], spec.nouns[:nouns]
     if not 1 <= min_steps <= max_steps:
         raise ConfigError(f"need 1 <= min_steps <= max_steps, got min_steps={min_steps}, max_steps={max_steps}")
     out = Path(out)
-    identity = {"generator": "minicook", "version": _VERSION, "videos": videos, "seed": seed, "width": width,
+    identity = {"generator": "minicook", "version": spec.version, "videos": videos, "seed": seed, "width": width,
                 "height": height, "fps": fps, "min_steps": min_steps, "max_steps": max_steps}
-    if (verbs, nouns) != (len(VERBS), len(NOUNS)):  # recorded only when reduced: full corpora keep their identity
+    if (verbs, nouns) != (len(spec.verbs), len(spec.nouns)):  # only when reduced: full corpora keep their identity
         identity |= {"verbs": verbs, "nouns": nouns}
     if recipes:  # likewise recorded only when on
         identity |= {"recipes": True}
+    if spec is not MINICOOK:  # and the world only when not the original one
+        identity |= {"world": world}
     _check_out(out, identity, overwrite)
     began = time.perf_counter()
     splits = assign_splits(videos, seed)
     # The config goes first: a run cut short is then recognisable as this corpus and can be resumed.
     write_json(out / "synth.json", {
         "parameters": identity, "verbs": list(used_verbs), "nouns": list(used_nouns), "template": TEMPLATE,
-        "noun_colours": {k: [list(c) for c in v] for k, v in NOUN_COLOURS.items()},
+        "noun_colours": {k: [list(c) for c in v] for k, v in spec.noun_colours.items()},
         "splits": {s: splits.count(s) for s in SPLITS},
-        **({"recipe_next": {v: [n for n in RECIPE_NEXT[v] if n in used_verbs] for v in used_verbs},
+        **({"recipe_next": {v: [n for n in spec.recipe_next[v] if n in used_verbs] for v in used_verbs},
             "recipe_same_noun": RECIPE_SAME_NOUN} if recipes else {}),
     })
     videos_dir = out / "videos"
@@ -811,10 +903,10 @@ def synth(
     done = skipped = 0
     seconds = 0.0
     for i in range(videos):
-        plan = plan_video(i, seed, fps, min_steps, max_steps, used_verbs, used_nouns, recipes)
+        plan = plan_video(i, seed, fps, min_steps, max_steps, used_verbs, used_nouns, recipes, spec)
         mp4, srt = videos_dir / f"{plan.name}.mp4", videos_dir / f"{plan.name}.srt"
         if overwrite or not (mp4.is_file() and srt.is_file()):
-            write_video(mp4, render_video(plan, seed, i, height, width), fps, height, width)
+            write_video(mp4, spec.render(plan, seed, i, height, width), fps, height, width)
             write_srt(srt, plan.cues)
             done += 1
         else:
@@ -824,7 +916,7 @@ def synth(
                   "end": round(s.end_frame / fps, 3), "verb": s.verb, "noun": s.noun, "caption": s.caption,
                   "split": splits[i]} for s in plan.steps]
     if overwrite:
-        _remove_stale(videos_dir, {f"{_NAME.format(i)}.{ext}" for i in range(videos) for ext in ("mp4", "srt")})
+        _remove_stale(videos_dir, {f"{spec.video_name(i)}.{ext}" for i in range(videos) for ext in ("mp4", "srt")})
     with atomic_open(out / "annotations.jsonl", "w", encoding="utf-8") as fh:
         fh.writelines(json.dumps(row) + "\n" for row in rows)
     return StageReport(

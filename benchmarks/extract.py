@@ -1,4 +1,4 @@
-"""``videobert extract`` with the ``pixels`` backbone against raw PyAV decoding of the same videos, in one run.
+"""``videobert extract`` with the ``pixels`` backbone (or ``--backbone encoder:DIR``) against raw PyAV decoding of the same videos, in one run.
 
     .venv/bin/python benchmarks/extract.py                  # 20 generated 10 s videos, 320x240 H.264
     .venv/bin/python benchmarks/extract.py --corpus DIR     # the videos under DIR instead
@@ -29,7 +29,7 @@ import numpy as np
 from decode import CLIP_FRAMES, FPS, corpus_from_args, machine, raw_decode
 from videobert.data.schema import MANIFEST
 from videobert.data.video import ClipDecoder, probe
-from videobert.features.backbones import PixelsBackbone
+from videobert.features.backbones import get_backbone
 from videobert.features.extract import extract
 from videobert.utils.io import write_parquet
 
@@ -51,6 +51,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--backbone", default="pixels",
+                        help="pixels, or encoder:DIR (a trained clip encoder; e.g. from `videobert train-encoder`)")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="videobert-bench-") as tmp:
@@ -69,24 +71,24 @@ def main() -> None:
             work.mkdir()
             shutil.copy(manifest_dir / "manifest.parquet", work)
             t0 = time.perf_counter()
-            report = extract(work, backbone="pixels", workers=args.workers, batch_size=args.batch_size)
+            report = extract(work, backbone=args.backbone, workers=args.workers, batch_size=args.batch_size)
             extract_s = min(extract_s, time.perf_counter() - t0)
             clips = report.stats["clips extracted"]
             assert report.failed == 0, report
 
         # The descriptor alone (CPU time, so other load on the machine does not count), on the clips of
         # the first videos, for the breakdown.
-        backbone = PixelsBackbone()
+        backbone = get_backbone(args.backbone)
         decoder = ClipDecoder(fps=FPS, clip_frames=CLIP_FRAMES, size=backbone.clip_size)
-        sample = np.stack([c.frames for p in paths[:4] for c in decoder.clips(p)])  # (N, 30, 32, 32, 3)
+        sample = np.stack([c.frames for p in paths[:4] for c in decoder.clips(p)])  # (N, 30, H, W, 3)
         backbone(sample[: args.batch_size])
         t0 = time.process_time()
         for start in range(0, len(sample), args.batch_size):
             backbone(sample[start : start + args.batch_size])
         per_clip_ms = (time.process_time() - t0) / len(sample) * 1e3
 
-    print(f"\n{clips} clips; pixels descriptor alone: {per_clip_ms:.2f} ms CPU per clip\n")
-    print("| date | machine | corpus | workers | raw decode clips/s | extract (pixels) clips/s | ratio |")
+    print(f"\n{clips} clips; {args.backbone} backbone alone: {per_clip_ms:.2f} ms CPU per clip\n")
+    print(f"| date | machine | corpus | workers | raw decode clips/s | extract ({args.backbone}) clips/s | ratio |")
     print("|---|---|---|---|---|---|---|")
     print(f"| {datetime.date.today()} | {machine()} | {corpus} | {args.workers} | {clips / raw_s:.1f} "
           f"| {clips / extract_s:.1f} | {raw_s / extract_s:.2f} |")

@@ -30,7 +30,7 @@ def _files(corpus: Path) -> dict[str, bytes]:
 
 
 def test_registry_and_words():
-    assert list(WORLDS) == ["minicook", "workshop"] and WORLDS["workshop"] is WORKSHOP
+    assert list(WORLDS) == ["minicook", "workshop", "realcam"] and WORLDS["workshop"] is WORKSHOP
     assert len(VERBS) == 8 and len(NOUNS) == 10
     assert not set(VERBS) & set(MINICOOK.verbs) and not set(NOUNS) & set(MINICOOK.nouns)
     assert all(" " not in word for word in VERBS + NOUNS)

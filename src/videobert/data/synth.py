@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Callable, Iterator
@@ -731,6 +731,11 @@ class World:
     narration: Narration
     # (plan, seed, index, height, width) -> blocks of (T, H, W, 3) uint8 frames covering the plan
     render: Callable[[VideoPlan, int, int, int, int], Iterator[np.ndarray]]
+    # A world shown through real footage: (source folder, height, width) -> the world of that footage, with its
+    # nouns, renderer, sources and scenes. None for worlds that draw their own scenes.
+    from_source: Callable[[Path, int, int], "World"] | None = None
+    sources: dict[str, int] = field(default_factory=dict)  # footage file -> size in bytes, part of a corpus's identity
+    scenes: dict[str, tuple[str, ...]] = field(default_factory=dict)  # noun -> the footage files showing it
 
     def video_name(self, index: int) -> str:
         return f"{self.name}_{index:04d}"
@@ -831,9 +836,10 @@ def synth(
     min_steps: int = 3,
     max_steps: int = 6,
     verbs: int = len(VERBS),
-    nouns: int = len(NOUNS),
+    nouns: int | None = None,
     recipes: bool = False,
     world: str = "minicook",
+    source: Path | None = None,
     overwrite: bool = False,
 ) -> StageReport:
     """Generate a corpus of narrated videos with exact step annotations: MiniCook (cooking) or another world.
@@ -854,11 +860,16 @@ def synth(
         min_steps: Fewest steps in a video.
         max_steps: Most steps in a video.
         verbs: Use only the first this many of the 8 verbs (a smaller, easier corpus for quick experiments).
-        nouns: Use only the first this many of the 10 nouns.
+        nouns: Use only the first this many nouns (MiniCook and Workshop have 10, RealCam one per source scene;
+            all when not given).
         recipes: Steps follow recipes (each step's verb from a fixed list of successors of the step before, and
             mostly the same object) instead of being drawn independently, so that the next step can be forecast.
         world: What the videos show: minicook (cooking on plain counters) or workshop (other verbs, objects and
-            words; random coloured, textured backgrounds, changing light, a moving camera and distractor objects).
+            words; random coloured, textured backgrounds, changing light, a moving camera and distractor objects)
+            or realcam (camera moves over real footage from `source`: pan, tilt, zoom, pull, hold, shake, spin,
+            sweep; one noun per source scene).
+        source: Folder of real videos (searched at any depth; at least 2 readable) that realcam films; only for
+            realcam. The files' names and sizes are part of the corpus's identity.
         overwrite: Write into a non-empty directory, replacing an earlier generated corpus there.
     """
     from videobert.data.workshop import WORLDS
@@ -866,12 +877,19 @@ def synth(
     if world not in WORLDS:
         raise ConfigError(f"unknown world {world!r}; choose one of {', '.join(WORLDS)}")
     spec = WORLDS[world]
+    if spec.from_source is None and source is not None:
+        raise ConfigError(f"source is only for worlds shown through real footage (realcam); {world} draws its own")
+    if spec.from_source is not None and source is None:
+        raise ConfigError(f"world {world} films real footage: pass source, a folder of videos")
     if videos < 1:
         raise ConfigError(f"videos must be at least 1, got {videos}")
     if min(width, height) < 32 or width % 2 or height % 2:
         raise ConfigError(f"width and height must be even and at least 32 (H.264 yuv420p), got {width}x{height}")
     if not 1 <= fps <= 120:
         raise ConfigError(f"fps must be between 1 and 120, got {fps}")
+    if spec.from_source is not None:
+        spec = spec.from_source(Path(source), height, width)
+    nouns = len(spec.nouns) if nouns is None else nouns
     if not 1 <= verbs <= len(spec.verbs) or not 1 <= nouns <= len(spec.nouns):
         raise ConfigError(f"verbs must be in 1..{len(spec.verbs)} and nouns in 1..{len(spec.nouns)}, "
                           f"got {verbs} and {nouns}")
@@ -887,6 +905,8 @@ def synth(
         identity |= {"recipes": True}
     if spec is not MINICOOK:  # and the world only when not the original one
         identity |= {"world": world}
+    if spec.sources:
+        identity |= {"sources": spec.sources}
     _check_out(out, identity, overwrite)
     began = time.perf_counter()
     splits = assign_splits(videos, seed)
@@ -895,6 +915,7 @@ def synth(
         "parameters": identity, "verbs": list(used_verbs), "nouns": list(used_nouns), "template": TEMPLATE,
         "noun_colours": {k: [list(c) for c in v] for k, v in spec.noun_colours.items()},
         "splits": {s: splits.count(s) for s in SPLITS},
+        **({"scenes": {n: list(spec.scenes[n]) for n in used_nouns}} if spec.scenes else {}),
         **({"recipe_next": {v: [n for n in spec.recipe_next[v] if n in used_verbs] for v in used_verbs},
             "recipe_same_noun": RECIPE_SAME_NOUN} if recipes else {}),
     })

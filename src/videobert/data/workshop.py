@@ -20,6 +20,7 @@ from typing import Iterator
 
 import numpy as np
 
+from videobert.data.realcam import REALCAM
 from videobert.data.synth import (
     MINICOOK,
     Narration,
@@ -398,6 +399,6 @@ def render_video(plan: VideoPlan, seed: int, index: int, height: int, width: int
 
 WORKSHOP = World("workshop", "Workshop", 1, VERBS, NOUNS, NOUN_COLOURS, RECIPE_NEXT, NARRATION, render_video)
 
-# Every world `videobert synth --world` can generate, by name. It lives here, with the last world defined, because
+# Every world `videobert synth --world` can generate, by name. It lives here, after the worlds it gathers, because
 # each world's module builds on `videobert.data.synth`.
-WORLDS: dict[str, World] = {w.name: w for w in (MINICOOK, WORKSHOP)}
+WORLDS: dict[str, World] = {w.name: w for w in (MINICOOK, WORKSHOP, REALCAM)}

@@ -109,8 +109,10 @@ def test_a_held_lock_refuses_with_the_holder_and_a_dead_holder_is_recovered(tmp_
             pass
     proc.send_signal(signal.SIGKILL)  # a run killed -9 leaves its lock file behind, but not its lock
     proc.wait()
+    assert (tmp_path / LOCK_FILE).is_file()
     with DirectoryLock(tmp_path), DirectoryLock(tmp_path):  # re-entrant within a process
         assert json.loads((tmp_path / LOCK_FILE).read_text())["pid"] == os.getpid()
+    assert not (tmp_path / LOCK_FILE).exists()  # a finished run leaves the directory as it found it
     with DirectoryLock(tmp_path):  # released when the outer block ended
         pass
 
@@ -338,3 +340,24 @@ def test_cues_are_put_in_time_order(tmp_path):
     srt = tmp_path / "v.srt"
     srt.write_text("1\n00:00:04,000 --> 00:00:05,000\nlater.\n\n2\n00:00:01,000 --> 00:00:02,000\nearlier.\n")
     assert [s.text for s in load_transcript(srt).sentences] == ["earlier.", "later."]
+
+
+def test_a_full_disk_keeps_the_previous_artifacts_whole(built, tmp_path, monkeypatch):
+    """Writes go through a temp file and a rename: a write that fails (here: no space left) leaves the previous
+    artifact as it was and no temp file behind, and the command says what happened in one line."""
+    import errno
+
+    import videobert.utils.io as io_module
+
+    work = tmp_path / "work"
+    shutil.copytree(built["work"], work)
+    before = {p.name: p.read_bytes() for p in work.iterdir() if p.is_file() and p.name != LOCK_FILE}
+
+    def no_space(table, where, **kwargs):
+        Path(where).write_bytes(b"PAR1 half a table")  # what a full disk leaves: part of the file
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(io_module.pq, "write_table", no_space)
+    result = cli("ingest", built["corpus"], work, "--jobs", "1")
+    assert_user_error(result, "No space left on device")
+    assert {p.name: p.read_bytes() for p in work.iterdir() if p.is_file() and p.name != LOCK_FILE} == before

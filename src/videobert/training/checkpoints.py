@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import re
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -42,7 +43,8 @@ def checkpoint_problem(checkpoint: Path) -> str | None:
                 with safe_open(path, framework="pt") as fh:  # checks the header covers the file exactly
                     fh.keys()
             elif path.suffix in (".pt", ".pth"):
-                with safe_globals():
+                with safe_globals(), warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # torch warns about what it then refuses; the refusal is reported
                     # mmap: an optimizer state as large as the model is checked without reading it into memory.
                     torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
         except Exception as error:  # the file is what is checked: any failure to read it back disqualifies it

@@ -17,9 +17,10 @@ or, around a block, ``with DirectoryLock(path): ...``. The decorator keeps the f
 docstring, so the generated CLI is unchanged.
 
 How it works: ``DIR/.videobert.lock`` holds a POSIX record lock (``fcntl.lockf``) while the run lasts, and the
-holder's pid, host, command and start time as JSON for the message. The kernel drops a record lock when its process
-ends however it ends (``kill -9`` included), and forked children (decoder and data-loader workers) do not inherit
-it, so a lock left by a dead run is recovered by the next run with nothing to clean up. The lock is re-entrant
+holder's pid, host, command and start time as JSON for the message; the run removes it when it ends. The kernel
+drops a record lock when its process ends however it ends (``kill -9`` included), and forked children (decoder and
+data-loader workers) do not inherit it, so the file a killed run leaves behind is no lock: the next run takes it
+over with nothing to clean up. The lock is re-entrant
 within a process (a stage calling another stage on the same directory), and in a distributed run only global rank
 0 takes it: the other ranks are the same run. A lock on a network filesystem is only as good as its ``lockf``
 support.
@@ -61,6 +62,16 @@ def _holder(lock_file: Path) -> str:
         return "another process"  # it holds the lock but has not written its details yet
 
 
+def _same_file(fh: Any, path: Path) -> bool:
+    """Whether the open ``fh`` is still the file at ``path``."""
+    try:
+        current = os.stat(path)
+    except FileNotFoundError:
+        return False
+    opened = os.fstat(fh.fileno())
+    return (opened.st_dev, opened.st_ino) == (current.st_dev, current.st_ino)
+
+
 def _is_secondary_rank() -> bool:
     return int(os.environ.get("RANK", "0") or 0) != 0
 
@@ -81,14 +92,18 @@ class DirectoryLock:
             _held[key][1] += 1
             return self
         lock_file = key / LOCK_FILE
-        fh = open(lock_file, "a+", encoding="utf-8")
-        try:
-            fcntl.lockf(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            fh.close()
-            raise LockedError(
-                f"{self.directory} is in use by {_holder(lock_file)}; wait for that run to finish or stop it"
-            ) from None
+        while True:
+            fh = open(lock_file, "a+", encoding="utf-8")
+            try:
+                fcntl.lockf(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                fh.close()
+                raise LockedError(
+                    f"{self.directory} is in use by {_holder(lock_file)}; wait for that run to finish or stop it"
+                ) from None
+            if _same_file(fh, lock_file):
+                break
+            fh.close()  # its holder removed it between our open and our lock: take the current file
         fh.seek(0)
         fh.truncate()
         command = " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv and sys.argv[0] else "python"
@@ -106,8 +121,9 @@ class DirectoryLock:
         entry[1] -= 1
         if entry[1] == 0:
             del _held[key]
-            # Closing releases the lock; the file stays (deleting it would let a waiting run lock a file that a
-            # third run then replaces).
+            # Removed while still locked, so the directory is left as the run found it; a run that opened the file
+            # just before sees on locking that it is no longer the current one (`_same_file`) and starts over.
+            (key / LOCK_FILE).unlink(missing_ok=True)
             entry[0].close()
 
 

@@ -190,6 +190,8 @@ def test_a_damaged_newest_checkpoint_is_skipped_and_the_run_resumes(built, tmp_p
         return  # the resume itself is the same as for a truncated checkpoint
     report = pretrain(built["work"], out=out, **PRETRAIN)
     assert report.ok and report.done == 1 and report.stats["steps"] == 20
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [
+        "checkpoint-10", "checkpoint-20", "damaged-checkpoint-50"]
     final, reference = load_file(out / "model.safetensors"), load_file(built["model"] / "model.safetensors")
     assert all(torch.equal(final[k], reference[k]) for k in reference)
 
@@ -305,6 +307,9 @@ def test_link_loops_and_dangling_links_are_one_error_each(built, tmp_path):
     (corpus / "a.mp4").symlink_to("b.mp4")
     (corpus / "b.mp4").symlink_to("a.mp4")
     (corpus / "gone.mp4").symlink_to(tmp_path / "nowhere.mp4")
+    elsewhere = tmp_path / "elsewhere.mp4"  # links are followed outside the corpus too (README, "Failure modes")
+    shutil.copy(next(built["corpus"].rglob("*.mp4")), elsewhere)
+    (corpus / "linked.mp4").symlink_to(elsewhere)
     first = sorted(corpus.rglob("*.srt"))[0]
     first.rename(first.with_suffix(".srt.orig"))
     first.symlink_to(first.name)  # the transcript links to itself
@@ -314,8 +319,9 @@ def test_link_loops_and_dangling_links_are_one_error_each(built, tmp_path):
     transcript = first.relative_to(corpus).as_posix()
     assert set(errors) == {"a.mp4", "b.mp4", "gone.mp4", transcript}
     assert "Too many levels of symbolic links" in errors["a.mp4"] and "No such file" in errors["gone.mp4"]
-    manifest = pq.read_table(work / "manifest.parquet")
-    assert manifest.num_rows == VIDEOS  # every real video kept, none doubled
+    manifest = pq.read_table(work / "manifest.parquet").to_pylist()
+    assert len(manifest) == VIDEOS + 1  # every real video kept, none doubled
+    assert [r["path"] for r in manifest if r["video"] == "linked.mp4"] == [str(elsewhere)]
 
 
 def test_oversized_transcripts_are_refused_and_long_sentences_cut(built, tmp_path):

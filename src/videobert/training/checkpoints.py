@@ -4,7 +4,8 @@ The Trainer writes ``checkpoint-STEP/`` file by file, so a crash or a full disk 
 looks like the newest checkpoint but holds a truncated ``model.safetensors`` or ``optimizer.pt``, or lacks
 ``trainer_state.json``. Resuming from it would fail on every rerun. :func:`last_complete_checkpoint` checks each
 checkpoint, newest first, and returns the first whose files all read back; the damaged ones are skipped with a
-warning naming the file and the problem (the run then redoes the steps since the checkpoint it uses).
+warning naming the file and the problem (the run then redoes the steps since the checkpoint it uses), and
+:func:`set_aside_damaged` renames them out of the Trainer's way.
 
 Checking reads what resuming reads: JSON files parse, safetensors headers describe exactly the bytes that are
 there, and PyTorch files load with ``weights_only=True`` under the Trainer's own allow-list, so a pickle that would
@@ -16,6 +17,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import warnings
 import zipfile
 from pathlib import Path
@@ -56,14 +58,36 @@ def checkpoint_problem(checkpoint: Path) -> str | None:
     return f"{missing[0]}: missing" if missing else None
 
 
+def set_aside_damaged(folder: str | os.PathLike) -> list[Path]:
+    """Rename the damaged checkpoints newer than the last complete one to ``damaged-checkpoint-STEP`` (kept for
+    inspection; a later save of that step must not mix with their files, and the Trainer's rotation, which counts
+    every ``checkpoint-STEP``, must not delete a good checkpoint to keep a damaged one). Returns the new paths."""
+    folder = Path(folder)
+    keep = last_complete_checkpoint(folder)
+    moved = []
+    for step, checkpoint in _checkpoints(folder):
+        if keep is not None and checkpoint == Path(keep):
+            break
+        target = checkpoint.with_name(f"damaged-{checkpoint.name}")
+        if target.exists():
+            shutil.rmtree(target)
+        checkpoint.rename(target)
+        moved.append(target)
+    return moved
+
+
+def _checkpoints(folder: Path) -> list[tuple[int, Path]]:
+    """(step, path) of every ``checkpoint-STEP`` folder, newest first."""
+    if not folder.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _CHECKPOINT.fullmatch(p.name)) and p.is_dir()]
+    return sorted(found, reverse=True)
+
+
 def last_complete_checkpoint(folder: str | os.PathLike) -> str | None:
     """The newest ``checkpoint-STEP`` in ``folder`` whose files all read back, or None; damaged newer ones are
     skipped with a warning."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        return None
-    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _CHECKPOINT.fullmatch(p.name)) and p.is_dir()]
-    for _, checkpoint in sorted(found, reverse=True):
+    for _, checkpoint in _checkpoints(Path(folder)):
         problem = checkpoint_problem(checkpoint)
         if problem is None:
             return str(checkpoint)

@@ -71,7 +71,7 @@ from videobert.model.configuration import ALIGNED
 from videobert.model.modeling import IGNORE_INDEX
 from videobert.tokenizer.hkmeans import VisualTokenizer
 from videobert.tokenizer.stages import tokens_metadata
-from videobert.training.checkpoints import last_complete_checkpoint
+from videobert.training.checkpoints import last_complete_checkpoint, set_aside_damaged
 from videobert.training.data import (
     REGIMES,
     TEXT_VIDEO,
@@ -728,6 +728,8 @@ def run_pretraining(
     if state.is_main_process:
         if action == "fresh":
             _clear(out)
+        else:
+            set_aside_damaged(out / CHECKPOINTS)
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / RUN_FILE, identity)
     state.wait_for_everyone()

@@ -122,8 +122,8 @@ def test_extract_into_a_work_dir_in_use_is_refused_and_nothing_is_doubled(built,
     shutil.copytree(built["work"], work)
     before = pq.read_table(work / "clips.parquet")
     proc = holder(work)
-    assert_user_error(cli("extract", work, "--overwrite", "--shard-clips", "7", "--workers", "0", "--clip-frames", "15"),
-                      str(work), f"in use by pid {proc.pid}")  # fmt: skip
+    result = cli("extract", work, "--overwrite", "--shard-clips", "7", "--workers", "0", "--clip-frames", "15")
+    assert_user_error(result, str(work), f"in use by pid {proc.pid}")
     assert pq.read_table(work / "clips.parquet").equals(before)
     proc.kill()
     proc.wait()
@@ -264,8 +264,10 @@ def test_a_damaged_work_artifact_is_one_line_naming_it(built, tmp_path, artifact
     work = tmp_path / "work"
     shutil.copytree(built["work"], work)
     damage(work / artifact)
-    args = {"extract": ["--overwrite", "--workers", "0", "--clip-frames", "15"], "vocab": ["--k", "4", "--depth", "2", "--overwrite"],
-            "tokenize": [], "pretrain": ["--out", tmp_path / "model", "--init", "scratch:1x32", "--device", "cpu"]}
+    args = {"extract": ["--overwrite", "--workers", "0", "--clip-frames", "15"],
+            "vocab": ["--k", "4", "--depth", "2", "--overwrite"],
+            "tokenize": [],
+            "pretrain": ["--out", tmp_path / "model", "--init", "scratch:1x32", "--device", "cpu"]}  # fmt: skip
     assert_user_error(cli(command, work, *args[command]), str(work / artifact))
 
 

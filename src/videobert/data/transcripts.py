@@ -87,13 +87,14 @@ class Transcript:
     cut: int = 0  # sentences longer than MAX_SENTENCE_CHARS, cut into pieces
 
 
-def read_text(path: str | Path) -> str:
-    """The file's text. Raises :class:`InputError` naming the first byte that is not valid UTF-8."""
+def read_text(path: str | Path, max_bytes: int | None = None) -> str:
+    """The file's text. Raises :class:`InputError` naming the first byte that is not valid UTF-8, or when the
+    file is larger than ``max_bytes``."""
     try:
         size = Path(path).stat().st_size
-        if size > MAX_TRANSCRIPT_BYTES:
-            raise InputError(path, f"{size / 2**20:.0f} MiB is too large for a transcript "
-                                   f"(at most {MAX_TRANSCRIPT_BYTES >> 20} MiB)")  # fmt: skip
+        if max_bytes is not None and size > max_bytes:
+            limit = f"at most {max_bytes >> 20} MiB"
+            raise InputError(path, f"{size / 2**20:.0f} MiB is too large for a transcript ({limit})")
         data = Path(path).read_bytes()
     except OSError as error:  # a dangling link, a link loop, no permission
         raise InputError(path, f"cannot read ({error.strerror})") from None
@@ -198,7 +199,7 @@ def _captions_to_cues(captions: list[webvtt.Caption]) -> list[Cue]:
 
 def parse_srt(path: str | Path) -> list[Cue]:
     """Cues of a SubRip file, text normalised, in file order."""
-    text = read_text(path)
+    text = read_text(path, MAX_TRANSCRIPT_BYTES)
     if not text.strip():
         return []
     lines = text.splitlines()
@@ -224,7 +225,7 @@ def parse_srt(path: str | Path) -> list[Cue]:
 
 def parse_vtt(path: str | Path) -> list[Cue]:
     """Cues of a WebVTT file, text normalised (voice spans and inline timestamps removed), in file order."""
-    text = read_text(path)
+    text = read_text(path, MAX_TRANSCRIPT_BYTES)
     try:
         captions = webvtt.from_buffer(io.StringIO(text), format="vtt", strict=True).captions
     except MalformedFileError:
@@ -239,7 +240,7 @@ def parse_vtt(path: str | Path) -> list[Cue]:
 def parse_json(path: str | Path) -> list[Cue]:
     """Cues of a JSON transcript: ``[{"start", "end", "text"}, ...]`` or ``{"segments": [...]}`` (Whisper)."""
     try:
-        data = json.loads(read_text(path))
+        data = json.loads(read_text(path, MAX_TRANSCRIPT_BYTES))
     except json.JSONDecodeError as exc:
         raise InputError(path, f"not valid JSON (line {exc.lineno} column {exc.colno}: {exc.msg})") from None
     segments = data.get("segments") if isinstance(data, dict) else data

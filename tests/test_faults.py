@@ -391,3 +391,13 @@ def test_an_unexpected_error_is_one_line_with_exit_3():
     result = runner.invoke(group, ["w"])
     assert result.exit_code == 3 and "Traceback" not in result.output
     assert result.output.strip() == "error: internal error (RuntimeError: boom); run with --debug for the traceback"
+
+
+def test_an_errors_log_cut_short_keeps_its_whole_lines(built, tmp_path):
+    work = tmp_path / "work"
+    shutil.copytree(built["work"], work)
+    whole = '{"stage": "extract", "item": "v.mp4", "error": "bad", "kind": "InputError", "time": 1.0}\n'
+    (work / "errors.jsonl").write_text(whole + whole[:30], encoding="utf-8")  # killed while writing line 2
+    assert [e.item for e in read_errors(work / "errors.jsonl")] == ["v.mp4"]
+    assert ingest(built["corpus"], work, jobs=1).ok
+    assert (work / "errors.jsonl").read_text(encoding="utf-8") == whole  # ingest's own records cleared, others kept

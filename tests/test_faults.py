@@ -401,3 +401,34 @@ def test_an_errors_log_cut_short_keeps_its_whole_lines(built, tmp_path):
     assert [e.item for e in read_errors(work / "errors.jsonl")] == ["v.mp4"]
     assert ingest(built["corpus"], work, jobs=1).ok
     assert (work / "errors.jsonl").read_text(encoding="utf-8") == whole  # ingest's own records cleared, others kept
+
+
+# Every command, given something a user can fix: (arguments, what the one line says). {w}: an empty work directory,
+# {m}: the built model, {work}: the built work directory, {x}: a path that does not exist.
+USER_ERRORS = {
+    "synth": (["synth", "{x}", "--videos", "0"], "videos must be at least 1, got 0"),
+    "ingest": (["ingest", "{x}", "{w}"], "{x}: corpus folder does not exist"),
+    "extract": (["extract", "{w}"], "{w}/manifest.parquet: not found; run `videobert ingest ...` first"),
+    "vocab": (["vocab", "{w}"], "{w}/features/meta.json: not found; run `videobert extract ...` first"),
+    "tokenize": (["tokenize", "{w}"], "{w}/vocab: not found; run `videobert vocab ...` first"),
+    "inspect_vocab": (["inspect-vocab", "{w}"], "{w}/vocab: not found; run `videobert vocab ...` first"),
+    "pretrain": (["pretrain", "{w}", "--out", "{x}"], "{w}/tokens.parquet: not found; run `videobert tokenize"),
+    "evaluate": (["evaluate", "{m}", "{w}"], "{w}/segments.parquet: not found; run `videobert ingest ...` first"),
+    "finetune": (["finetune", "{m}", "{work}", "{x}", "--method", "bogus"], "unknown method 'bogus'"),
+    "predict": (["predict", "{x}", "{x}.mp4"], "{x}: model directory not found"),
+    "demo": (["demo", "--out", "{x}", "--size", "huge"], "unknown demo size 'huge'"),
+}
+
+
+def test_every_command_is_covered_by_the_error_contract_test():
+    from videobert.cli import COMMANDS
+
+    assert set(USER_ERRORS) == set(COMMANDS)
+
+
+@pytest.mark.parametrize("command", sorted(USER_ERRORS))
+def test_every_command_says_what_to_fix_in_one_line(built, tmp_path, command):
+    (tmp_path / "w").mkdir()
+    names = {"w": tmp_path / "w", "x": tmp_path / "missing", "m": built["model"], "work": built["work"]}
+    args, message = USER_ERRORS[command]
+    assert_user_error(cli(*(a.format(**names) for a in args)), message.format(**names))

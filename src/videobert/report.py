@@ -325,7 +325,7 @@ def png_bytes(image: Any) -> bytes:
 def _majority_steps(wd: WorkDir, tokens_table: Any, vocab_size: int) -> dict[int, tuple[str, float, int]]:
     """Word -> (its most common annotated step, that step's share of the word's annotated clips, their number), for
     every word with an annotated clip. A clip's step is "verb noun" of the segment holding its midpoint."""
-        from scipy.sparse import coo_matrix
+    from scipy.sparse import coo_matrix
 
     segments = read_parquet(wd.segments)
     verbs, nouns = clip_labels(tokens_table, segments, "verb"), clip_labels(tokens_table, segments, "noun")

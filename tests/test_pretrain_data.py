@@ -355,7 +355,7 @@ def test_stream_reads_chunks_and_keeps_a_bounded_buffer(work, tokenizer, monkeyp
             peak[0] = max(peak[0], len(self) + 1)
             return super().push(example)
 
-    monkeypatch.setattr(data_module.pq, "read_table", recording_read)
+    monkeypatch.setattr(data_module, "read_parquet", recording_read)
     monkeypatch.setattr(data_module, "ShuffleBuckets", RecordingBuckets)
     corpus = PretrainCorpus.from_work_dir(work)
     config = PretrainDataConfig(batch_size=2, shuffle_buffer=6, chunk_videos=2)

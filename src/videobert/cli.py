@@ -3,11 +3,13 @@
 the API cannot drift apart."""
 from __future__ import annotations
 
+import contextlib
+import errno
 import importlib
 import inspect
 import re
 import sys
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import typer
 
@@ -59,6 +61,41 @@ def _print_report(report: Any) -> None:
     Console(stderr=False).print(table)
 
 
+# Set by the root's --debug: errors show their traceback instead of one line.
+_debug = False
+
+
+@contextlib.contextmanager
+def _error_contract() -> Iterator[None]:
+    """Exit statuses every command shares: 2 with one line for a problem the user can fix (a bad input file, an
+    option, a directory in use, a full disk: the message names the file), 3 with one line for anything else (a
+    bug: --debug shows the traceback), 130 on Ctrl-C. Per-item failures (status 1) are the stage report's."""
+    from videobert.utils.errors import VideoBertError
+
+    try:
+        yield
+    except (typer.Exit, typer.Abort, SystemExit):
+        raise
+    except Exception as exc:
+        if _debug:
+            raise
+        if isinstance(exc, VideoBertError):
+            message, code = str(exc), 2
+        elif isinstance(exc, OSError) and exc.filename is not None:
+            message, code = f"{exc.filename}: {exc.strerror or exc}", 2
+        elif isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            message, code = f"{exc.strerror}; free some space and run the command again (it resumes)", 2
+        else:
+            message, code = f"internal error ({type(exc).__name__}: {exc}); run with --debug for the traceback", 3
+        typer.secho(f"error: {message}", fg="red", err=True)
+        raise typer.Exit(code) from None
+    except KeyboardInterrupt:
+        if _debug:
+            raise
+        typer.secho("interrupted; run the command again to resume", fg="yellow", err=True)
+        raise typer.Exit(130) from None
+
+
 def command_from_function(fn: Callable[..., Any], name: str) -> Callable[..., Any]:
     """Wrap an API function as a typer command: required positional parameters become arguments, every
     other parameter an option (a keyword-only one without default a required option, e.g. ``--out``);
@@ -77,13 +114,8 @@ def command_from_function(fn: Callable[..., Any], name: str) -> Callable[..., An
         params.append(p.replace(default=default, kind=inspect.Parameter.POSITIONAL_OR_KEYWORD))
 
     def run(**kwargs: Any) -> None:
-        from videobert.utils.errors import VideoBertError
-
-        try:
+        with _error_contract():
             result = fn(**kwargs)
-        except VideoBertError as exc:
-            typer.secho(f"error: {exc}", fg="red", err=True)
-            raise typer.Exit(2) from None
         if result is not None and hasattr(result, "rows"):
             _print_report(result)
             if not result.ok:
@@ -105,8 +137,11 @@ def _version(value: bool) -> None:
 
 def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    debug: bool = typer.Option(False, "--debug", help="Show the full traceback of an error instead of one line."),
 ) -> None:
     """VideoBERT-style video-language learning."""
+    global _debug
+    _debug = debug
 
 
 def _load(target: str) -> Callable[..., Any]:

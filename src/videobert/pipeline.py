@@ -33,6 +33,7 @@ from typing import Any, Callable
 
 from videobert.utils.errors import ConfigError
 from videobert.utils.io import atomic_open, read_json, write_json
+from videobert.utils.lock import locked
 from videobert.utils.stage import StageReport
 
 
@@ -70,6 +71,7 @@ RETRIEVAL_CANDIDATES = 100
 TARGETS = {"zeroshot_top1": 0.5, "zeroshot_vs_prior": 2.0, "finetune_gain": 0.10, "retrieval_r1": 0.3}
 
 
+@locked("out")
 def demo(
     out: Path = Path("demo_out"),
     size: str = "small",

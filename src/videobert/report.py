@@ -44,7 +44,7 @@ from videobert.tokenizer.stages import (
     thumbnail_grid,
 )
 from videobert.utils.errors import ConfigError, InputError
-from videobert.utils.io import atomic_open
+from videobert.utils.io import atomic_open, read_parquet
 from videobert.workdir import WorkDir
 
 logger = logging.getLogger(__name__)
@@ -325,10 +325,9 @@ def png_bytes(image: Any) -> bytes:
 def _majority_steps(wd: WorkDir, tokens_table: Any, vocab_size: int) -> dict[int, tuple[str, float, int]]:
     """Word -> (its most common annotated step, that step's share of the word's annotated clips, their number), for
     every word with an annotated clip. A clip's step is "verb noun" of the segment holding its midpoint."""
-    import pyarrow.parquet as pq
     from scipy.sparse import coo_matrix
 
-    segments = pq.read_table(wd.segments)
+    segments = read_parquet(wd.segments)
     verbs, nouns = clip_labels(tokens_table, segments, "verb"), clip_labels(tokens_table, segments, "noun")
     steps = [" ".join(x for x in (v, n) if x) if v is not None or n is not None else None for v, n in zip(verbs, nouns)]
     labelled = np.array([s is not None for s in steps], dtype=bool)

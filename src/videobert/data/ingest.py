@@ -12,6 +12,7 @@ manifest row is not probed again. While probing, the manifest is checkpointed ev
 from __future__ import annotations
 
 import os
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
@@ -20,15 +21,15 @@ from pathlib import Path
 from typing import Any, Generator, Iterator
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from videobert.data.annotations import load_annotations
 from videobert.data.schema import MANIFEST, SEGMENTS, SENTENCES
-from videobert.data.transcripts import TRANSCRIPT_EXTENSIONS, load_transcript
+from videobert.data.transcripts import MAX_SENTENCE_CHARS, TRANSCRIPT_EXTENSIONS, load_transcript
 from videobert.data.video import VIDEO_EXTENSIONS, VideoInfo, probe
 from videobert.utils.errors import ConfigError, ErrorLog, InputError
-from videobert.utils.io import write_parquet
+from videobert.utils.io import read_parquet, write_parquet
+from videobert.utils.lock import locked
 from videobert.utils.stage import StageReport
 from videobert.workdir import WorkDir
 
@@ -63,11 +64,16 @@ class ProbeOutcome:
     problem: str | None
 
 
-def scan_corpus(corpus: Path) -> list[CorpusVideo]:
-    """Every video below ``corpus`` (by extension, case-insensitive), sorted by id, with its sidecar.
+def scan_corpus(corpus: Path) -> tuple[list[CorpusVideo], list[tuple[str, str]]]:
+    """Every video below ``corpus`` (by extension, case-insensitive), sorted by id, with its sidecar; and
+    ``(id, problem)`` for each video file that cannot be opened (a broken symbolic link, a link loop).
 
-    Hidden files and folders are skipped: macOS ``._name.mp4`` resource forks and ``.git`` are not videos."""
+    Hidden files and folders are skipped: macOS ``._name.mp4`` resource forks and ``.git`` are not videos. A file
+    that is a symbolic link is followed wherever it points, inside the corpus or not (a corpus assembled from links
+    to where the footage is stored is common); linked folders are not descended into, so a folder loop cannot
+    make the scan run forever."""
     found = []
+    problems = []
     for folder, dirs, files in os.walk(corpus):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         visible = [f for f in files if not f.startswith(".")]
@@ -79,7 +85,11 @@ def scan_corpus(corpus: Path) -> list[CorpusVideo]:
             rel = path.relative_to(corpus)
             sidecars = [by_stem_ext[(path.stem, ext)] for ext in TRANSCRIPT_EXTENSIONS if (path.stem, ext) in by_stem_ext]
             sidecar = sidecars[0] if sidecars else None
-            st = path.stat()
+            try:
+                st = path.stat()
+            except OSError as error:  # a dangling link, or links pointing at each other (ELOOP)
+                problems.append((rel.as_posix(), f"cannot open ({error.strerror})"))
+                continue
             found.append(CorpusVideo(
                 video=rel.as_posix(),
                 path=path,
@@ -87,7 +97,7 @@ def scan_corpus(corpus: Path) -> list[CorpusVideo]:
                 size_bytes=st.st_size,
                 mtime=st.st_mtime,
             ))
-    return sorted(found, key=lambda v: v.video)
+    return sorted(found, key=lambda v: v.video), sorted(problems)
 
 
 def _probe_one(video: str, path: str, verify: bool) -> ProbeOutcome:
@@ -159,12 +169,13 @@ def _reusable_rows(wd: WorkDir, verify: bool) -> dict[str, dict[str, Any]]:
     """Rows of the previous manifest (finished or checkpointed) this run may keep without probing."""
     if not wd.manifest.exists():
         return {}
-    table = pq.read_table(wd.manifest)
+    table = read_parquet(wd.manifest)
     if verify and (table.schema.metadata or {}).get(_VERIFIED) != b"1":
         return {}  # earlier rows were only header-probed; this run promises decoded, verified files
     return {r["video"]: r for r in table.to_pylist()}
 
 
+@locked("work")
 def ingest(corpus: Path, work: Path, verify: bool = True, jobs: int = 2) -> StageReport:
     """Scan a corpus folder: probe every video, split transcripts into sentences, read annotations.
 
@@ -187,7 +198,9 @@ def ingest(corpus: Path, work: Path, verify: bool = True, jobs: int = 2) -> Stag
     log = ErrorLog(wd.errors, stage=STAGE)
     log.clear_stage()
 
-    videos = scan_corpus(corpus)
+    videos, unreadable = scan_corpus(corpus)
+    for video, problem in unreadable:
+        log.record(video, InputError(corpus / video, problem))
     previous = _reusable_rows(wd, verify)
     probed: dict[str, dict[str, Any]] = {}
     todo = []
@@ -215,7 +228,7 @@ def ingest(corpus: Path, work: Path, verify: bool = True, jobs: int = 2) -> Stag
 
     sentence_rows = []
     transcripts: dict[str, str] = {}
-    clipped = dropped = 0
+    clipped = dropped = cut = 0
     for v in videos:
         if v.video not in probed or v.transcript is None:
             continue
@@ -227,6 +240,10 @@ def ingest(corpus: Path, work: Path, verify: bool = True, jobs: int = 2) -> Stag
         transcripts[v.video] = v.transcript
         clipped += transcript.clipped
         dropped += transcript.dropped
+        cut += transcript.cut
+        if transcript.cut:
+            print(f"[{STAGE}] warning: {v.transcript}: {transcript.cut} sentence(s) longer than "
+                  f"{MAX_SENTENCE_CHARS} characters cut into pieces", file=sys.stderr)  # fmt: skip
         sentence_rows += [
             {"video": v.video, "index": k, "start": s.start, "end": s.end, "text": s.text, "source": v.transcript}
             for k, s in enumerate(transcript.sentences)
@@ -258,6 +275,7 @@ def ingest(corpus: Path, work: Path, verify: bool = True, jobs: int = 2) -> Stag
             "sentences": len(sentence_rows),
             "sentences_clipped": clipped,
             "sentences_dropped": dropped,
+            "sentences_cut": cut,
             "segments": len(segment_rows),
             "segments_clipped": annotations.clipped,
         },
@@ -267,7 +285,7 @@ def ingest(corpus: Path, work: Path, verify: bool = True, jobs: int = 2) -> Stag
 def load_manifest(work: str | os.PathLike) -> pa.Table:
     """The manifest of a finished ingest (schema MANIFEST, sorted by video)."""
     wd = WorkDir(work)
-    table = pq.read_table(wd.require(wd.manifest, STAGE))
+    table = read_parquet(wd.require(wd.manifest, STAGE))
     if (table.schema.metadata or {}).get(_COMPLETE) != b"1":
         raise InputError(wd.manifest, "written by an interrupted ingest; run `videobert ingest ...` again to finish it")
     return table.replace_schema_metadata(None)
@@ -276,10 +294,10 @@ def load_manifest(work: str | os.PathLike) -> pa.Table:
 def load_sentences(work: str | os.PathLike) -> pa.Table:
     """Sentences of every transcript (schema SENTENCES, sorted by video then index)."""
     wd = WorkDir(work)
-    return pq.read_table(wd.require(wd.sentences, STAGE))
+    return read_parquet(wd.require(wd.sentences, STAGE))
 
 
 def load_segments(work: str | os.PathLike) -> pa.Table:
     """Annotated segments (schema SEGMENTS, sorted by video then index)."""
     wd = WorkDir(work)
-    return pq.read_table(wd.require(wd.segments, STAGE))
+    return read_parquet(wd.require(wd.segments, STAGE))

@@ -15,6 +15,11 @@ From file to sentences:
    two fragments, each with the timing the captioner gave it;
 5. clip to the video: a sentence ending after the video's end is cut at the end, one starting at or after
    the end is dropped (captions are often cut from a longer programme).
+
+Bounds, so that one odd file cannot exhaust memory: a file over ``MAX_TRANSCRIPT_BYTES`` is refused (hours of
+narration take well under a megabyte), cues are put in time order whatever their order in the file, and a sentence
+longer than ``MAX_SENTENCE_CHARS`` (a transcript without punctuation, a cue that never ends) is cut at word
+boundaries into pieces of at most that length, each with its share of the time; the pieces are counted.
 """
 from __future__ import annotations
 
@@ -24,13 +29,18 @@ import io
 import json
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import webvtt
 from webvtt.errors import MalformedCaptionError, MalformedFileError
 
 from videobert.utils.errors import InputError
+
+# Larger files are refused: hours of narration take well under a megabyte, so this is not a transcript.
+MAX_TRANSCRIPT_BYTES = 16 << 20
+# Longer sentences are cut into pieces (a sentence is one model input, and BERT reads 512 tokens at most).
+MAX_SENTENCE_CHARS = 1000
 
 # Preference order when a video has several sidecars with its stem.
 TRANSCRIPT_EXTENSIONS = (".srt", ".vtt", ".json")
@@ -74,11 +84,20 @@ class Transcript:
     sentences: list[Cue]
     clipped: int  # sentences whose end was moved back to the video's end
     dropped: int  # sentences starting at or after the video's end
+    cut: int = 0  # sentences longer than MAX_SENTENCE_CHARS, cut into pieces
 
 
-def read_text(path: str | Path) -> str:
-    """The file's text. Raises :class:`InputError` naming the first byte that is not valid UTF-8."""
-    data = Path(path).read_bytes()
+def read_text(path: str | Path, max_bytes: int | None = None) -> str:
+    """The file's text. Raises :class:`InputError` naming the first byte that is not valid UTF-8, or when the
+    file is larger than ``max_bytes``."""
+    try:
+        size = Path(path).stat().st_size
+        if max_bytes is not None and size > max_bytes:
+            limit = f"at most {max_bytes >> 20} MiB"
+            raise InputError(path, f"{size / 2**20:.0f} MiB is too large for a transcript ({limit})")
+        data = Path(path).read_bytes()
+    except OSError as error:  # a dangling link, a link loop, no permission
+        raise InputError(path, f"cannot read ({error.strerror})") from None
     bom, encoding = next(((bom, enc) for bom, enc in _BOMS if data.startswith(bom)), (b"", "utf-8"))
     try:
         return data[len(bom):].decode(encoding)
@@ -123,6 +142,26 @@ def split_sentences(cue: Cue) -> list[Cue]:
     return out
 
 
+def cut_long(sentence: Cue, limit: int = MAX_SENTENCE_CHARS) -> list[Cue]:
+    """``sentence`` cut at word boundaries (inside a word when one is longer than ``limit``) into consecutive pieces
+    of at most ``limit`` characters, each starting at the time its first character has in proportion to length."""
+    text = sentence.text
+    if len(text) <= limit:
+        return [sentence]
+    pieces = []
+    begin = 0
+    while begin < len(text):
+        stop = len(text) if len(text) - begin <= limit else text.rfind(" ", begin + 1, begin + limit + 1)
+        if stop <= begin:
+            stop = begin + limit
+        pieces.append((begin, stop))
+        begin = stop + 1 if stop < len(text) and text[stop] == " " else stop
+    span = sentence.end - sentence.start
+    starts = [sentence.start + span * a / len(text) for a, _ in pieces]
+    ends = starts[1:] + [sentence.end]  # each piece lasts until the next one starts
+    return [Cue(t0, t1, text[a:b]) for t0, t1, (a, b) in zip(starts, ends, pieces)]
+
+
 def clip_to_duration(sentences: list[Cue], duration: float) -> Transcript:
     """Cut sentences at the video's end; drop those starting at or after it."""
     kept = []
@@ -160,7 +199,7 @@ def _captions_to_cues(captions: list[webvtt.Caption]) -> list[Cue]:
 
 def parse_srt(path: str | Path) -> list[Cue]:
     """Cues of a SubRip file, text normalised, in file order."""
-    text = read_text(path)
+    text = read_text(path, MAX_TRANSCRIPT_BYTES)
     if not text.strip():
         return []
     lines = text.splitlines()
@@ -186,7 +225,7 @@ def parse_srt(path: str | Path) -> list[Cue]:
 
 def parse_vtt(path: str | Path) -> list[Cue]:
     """Cues of a WebVTT file, text normalised (voice spans and inline timestamps removed), in file order."""
-    text = read_text(path)
+    text = read_text(path, MAX_TRANSCRIPT_BYTES)
     try:
         captions = webvtt.from_buffer(io.StringIO(text), format="vtt", strict=True).captions
     except MalformedFileError:
@@ -201,7 +240,7 @@ def parse_vtt(path: str | Path) -> list[Cue]:
 def parse_json(path: str | Path) -> list[Cue]:
     """Cues of a JSON transcript: ``[{"start", "end", "text"}, ...]`` or ``{"segments": [...]}`` (Whisper)."""
     try:
-        data = json.loads(read_text(path))
+        data = json.loads(read_text(path, MAX_TRANSCRIPT_BYTES))
     except json.JSONDecodeError as exc:
         raise InputError(path, f"not valid JSON (line {exc.lineno} column {exc.colno}: {exc.msg})") from None
     segments = data.get("segments") if isinstance(data, dict) else data
@@ -239,8 +278,14 @@ def read_cues(path: str | Path) -> list[Cue]:
 
 
 def load_transcript(path: str | Path, duration: float | None = None) -> Transcript:
-    """Sentences of a transcript file, clipped to ``duration`` seconds when given."""
-    sentences = [s for cue in read_cues(path) for s in split_sentences(cue)]
+    """Sentences of a transcript file in time order, long ones cut, clipped to ``duration`` seconds when given."""
+    cues = sorted(read_cues(path), key=lambda c: (c.start, c.end))  # stable: simultaneous cues keep file order
+    sentences = []
+    cut = 0
+    for sentence in (s for cue in cues for s in split_sentences(cue)):
+        pieces = cut_long(sentence)
+        cut += len(pieces) > 1
+        sentences += pieces
     if duration is None:
-        return Transcript(sentences, 0, 0)
-    return clip_to_duration(sentences, duration)
+        return Transcript(sentences, 0, 0, cut)
+    return replace(clip_to_duration(sentences, duration), cut=cut)

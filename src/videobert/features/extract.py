@@ -27,13 +27,14 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
-import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from videobert.data.video import ClipDecoder, available_cores, clip_windows
 from videobert.features.backbones import Backbone, get_backbone
 from videobert.features.store import ShardWriter
 from videobert.utils.errors import ConfigError, ErrorLog, InputError
+from videobert.utils.io import read_parquet, read_parquet_schema
+from videobert.utils.lock import locked
 from videobert.utils.stage import StageReport
 from videobert.workdir import WorkDir
 
@@ -273,20 +274,21 @@ class _Batcher:
 
 
 def _read_manifest(path: Path) -> list[dict]:
-    names = pq.read_schema(path).names
+    names = read_parquet_schema(path).names
     missing = {"video", "path"} - set(names)
     if missing:
         raise InputError(path, f"manifest lacks column(s) {', '.join(sorted(missing))}; re-run `videobert ingest`")
     columns = ["video", "path"] + (["duration"] if "duration" in names else [])
     # One entry per id (the first), so a duplicated row can never put a video into two shards.
     rows, seen = [], set()
-    for row in pq.read_table(path, columns=columns).to_pylist():
+    for row in read_parquet(path, columns=columns).to_pylist():
         if row["video"] not in seen:
             seen.add(row["video"])
             rows.append(row)
     return rows
 
 
+@locked("work")
 def extract(
     work: Path,
     backbone: str = "pixels",

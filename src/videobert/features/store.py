@@ -20,11 +20,10 @@ from typing import Any, Iterator
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from videobert.data.schema import CLIPS
 from videobert.utils.errors import InputError
-from videobert.utils.io import read_json, save_npy, write_json, write_parquet
+from videobert.utils.io import read_json, read_parquet, save_npy, write_json, write_parquet
 from videobert.workdir import WorkDir
 
 
@@ -93,7 +92,7 @@ def read_clip_index(features_dir: str | os.PathLike) -> pa.Table:
     shards = sorted(Path(features_dir).glob("shard-*.parquet"))
     if not shards:
         return CLIPS.empty_table()
-    return pa.concat_tables([pq.read_table(p, schema=CLIPS) for p in shards])
+    return pa.concat_tables([read_parquet(p, schema=CLIPS) for p in shards])
 
 
 def _diff(old: dict, new: dict) -> str:
@@ -117,18 +116,30 @@ class FeatureStore:
     def __len__(self) -> int:
         return self.clips.num_rows
 
-    def _shard(self, name: str) -> np.ndarray:
-        return np.load(self.wd.features / name, mmap_mode="r")
+    def _shard(self, name: str, rows: int) -> np.ndarray:
+        """Shard ``name`` memory-mapped, checked to hold ``rows`` clips of :attr:`dim` features."""
+        path = self.wd.features / name
+        try:
+            array = np.load(path, mmap_mode="r")
+        except (OSError, ValueError) as error:  # missing, truncated, or not a .npy file
+            raise InputError(path, f"damaged feature shard ({error}); run `videobert extract --overwrite`") from None
+        if array.ndim != 2 or array.shape[0] < rows or array.shape[1] != self.dim:
+            raise InputError(
+                path, f"shape {array.shape} does not match its index ({rows} clips of {self.dim} features); "
+                "run `videobert extract --overwrite`"
+            )  # fmt: skip
+        return array
 
     def iter_shards(self) -> Iterator[tuple[pa.Table, np.ndarray]]:
         """(clip rows, (n, D) float16 memmap) per shard, in clip-table order."""
         names = self.clips["shard"].to_pylist()
+        rows = self.clips["row"].to_numpy()
         start = 0
         while start < len(names):
             stop = start
             while stop < len(names) and names[stop] == names[start]:
                 stop += 1
-            yield self.clips.slice(start, stop - start), self._shard(names[start])
+            yield self.clips.slice(start, stop - start), self._shard(names[start], int(rows[start:stop].max()) + 1)
             start = stop
 
     def load(self, dtype: Any = np.float32) -> np.ndarray:

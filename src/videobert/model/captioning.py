@@ -58,7 +58,7 @@ from transformers.models.bart.modeling_bart import shift_tokens_right
 from transformers.utils import ModelOutput
 from transformers.utils.generic import can_return_tuple
 
-from videobert.model.configuration import VideoBertConfig, require_model_dir
+from videobert.model.configuration import VideoBertConfig, reading_model_files, require_model_dir
 from videobert.model.modeling import (
     IGNORE_INDEX,
     VISUAL_VOCAB_DIR,
@@ -441,10 +441,11 @@ class VideoBertForCaptioning(PreTrainedModel, GenerationMixin):
         """Load a caption checkpoint directory written by `save_pretrained`; anything else raises `ConfigError`
         saying what the directory is."""
         directory = require_caption_dir(pretrained_model_name_or_path)
-        loaded = super().from_pretrained(directory, *model_args, **kwargs)
-        model = loaded[0] if isinstance(loaded, tuple) else loaded  # (model, loading_info) with output_loading_info
-        if (directory / "tokenizer_config.json").is_file():
-            model.tokenizer = VideoBertTokenizer(AutoTokenizer.from_pretrained(directory), model.config.encoder)
+        with reading_model_files(directory):
+            loaded = super().from_pretrained(directory, *model_args, **kwargs)
+            model = loaded[0] if isinstance(loaded, tuple) else loaded  # (model, loading_info) with output_loading_info
+            if (directory / "tokenizer_config.json").is_file():
+                model.tokenizer = VideoBertTokenizer(AutoTokenizer.from_pretrained(directory), model.config.encoder)
         if (directory / VISUAL_VOCAB_DIR).is_dir():
             visual_tokenizer = VisualTokenizer.from_pretrained(directory / VISUAL_VOCAB_DIR)
             model.config.encoder.check_visual_tokenizer(visual_tokenizer, directory / VISUAL_VOCAB_DIR)

@@ -16,15 +16,18 @@ never used with visual tokens produced by a different k-means tree (same ids, di
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 from huggingface_hub.dataclasses import strict
+from huggingface_hub.errors import StrictDataclassError
+from safetensors import SafetensorError
 from transformers import BertConfig
 
-from videobert.utils.errors import ConfigError
+from videobert.utils.errors import ConfigError, InputError, VideoBertError
 
 if TYPE_CHECKING:
     from videobert.tokenizer.hkmeans import VisualTokenizer
@@ -91,6 +94,12 @@ class VideoBertConfig(BertConfig):
     pad_token_id: int = 0
     visual_separator_token: str = "[>]"
     visual_separator_token_id: int | None = None
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *args: Any, **kwargs: Any):
+        """`BertConfig.from_pretrained`; a config.json with fields of the wrong type raises `InputError`."""
+        with reading_model_files(pretrained_model_name_or_path):
+            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
     def __post_init__(self, **kwargs: Any) -> None:
         # Checks raise ConfigError here rather than in `validate_*` methods, which `@strict` would re-wrap.
@@ -209,6 +218,25 @@ class VideoBertConfig(BertConfig):
                 f"hash {self.visual_vocab_hash}; its visual token ids mean different clips. Re-tokenize with the "
                 "model's vocabulary (the `visual_vocab/` folder of the model directory) or retrain the model."
             )
+
+
+@contextlib.contextmanager
+def reading_model_files(path: str | os.PathLike) -> Iterator[None]:
+    """Turn what a damaged model directory makes `from_pretrained` raise (a truncated model.safetensors, a
+    config.json whose fields have the wrong type or an impossible value) into an `InputError` naming the directory;
+    videobert's own errors pass through unchanged."""
+    try:
+        yield
+    except VideoBertError:
+        raise
+    except (SafetensorError, StrictDataclassError, OSError, RuntimeError, TypeError, ValueError, KeyError) as error:
+        detail = str(error).strip().splitlines()
+        detail = " ".join(line.strip() for line in detail[:2]) if detail else ""
+        # Name the file when the error says which one it is.
+        culprit = {SafetensorError: "model.safetensors", StrictDataclassError: "config.json"}
+        name = next((name for kind, name in culprit.items() if isinstance(error, kind)), None)
+        where = Path(path) / name if name and Path(path).is_dir() else path
+        raise InputError(where, f"cannot load the model ({type(error).__name__}: {detail})") from error
 
 
 def directory_model_type(path: str | os.PathLike) -> str | None:

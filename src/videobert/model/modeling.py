@@ -31,7 +31,7 @@ from transformers.utils import ModelOutput
 from transformers.utils import logging as hf_logging
 from transformers.utils.generic import can_return_tuple
 
-from videobert.model.configuration import VideoBertConfig, require_videobert_dir
+from videobert.model.configuration import VideoBertConfig, reading_model_files, require_videobert_dir
 from videobert.model.tokenization import VideoBertTokenizer
 from videobert.tokenizer.hkmeans import VisualTokenizer
 from videobert.utils.errors import ConfigError
@@ -126,10 +126,11 @@ class VideoBertPreTrainedModel(BertPreTrainedModel):
         is_local = directory.exists()
         if is_local:
             require_videobert_dir(directory)
-        loaded = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
-        model = loaded[0] if isinstance(loaded, tuple) else loaded  # (model, loading_info) with output_loading_info
-        if is_local and (directory / "tokenizer_config.json").is_file():
-            model.tokenizer = VideoBertTokenizer.from_pretrained(directory, config=model.config)
+        with reading_model_files(pretrained_model_name_or_path):
+            loaded = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+            model = loaded[0] if isinstance(loaded, tuple) else loaded  # (model, loading_info) with output_loading_info
+            if is_local and (directory / "tokenizer_config.json").is_file():
+                model.tokenizer = VideoBertTokenizer.from_pretrained(directory, config=model.config)
         if visual_tokenizer is not None:
             model.set_visual_tokenizer(visual_tokenizer)
         elif is_local and (directory / VISUAL_VOCAB_DIR).is_dir():

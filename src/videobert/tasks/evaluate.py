@@ -23,7 +23,6 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import torch
 
 from videobert.data.ingest import load_segments
@@ -34,7 +33,7 @@ from videobert.tokenizer.quality import segment_clip_index
 from videobert.tokenizer.stages import tokens_metadata
 from videobert.utils.device import resolve_device
 from videobert.utils.errors import ConfigError, InputError
-from videobert.utils.io import write_json
+from videobert.utils.io import read_parquet, write_json
 from videobert.utils.stage import StageReport, flatten
 from videobert.workdir import WorkDir
 
@@ -223,7 +222,7 @@ def segment_visual_tokens(tokens_path: Path, segments: pa.Table) -> list[np.ndar
     """For each segment (row order), the visual words of its clips in clip order; reads only its videos' rows."""
     videos = sorted(set(segments["video"].to_pylist()))
     columns = ["video", "clip", "start", "end", "token"]
-    tokens = pq.read_table(tokens_path, columns=columns, filters=[("video", "in", videos)])
+    tokens = read_parquet(tokens_path, columns=columns, filters=[("video", "in", videos)])
     tokens = tokens.sort_by([("video", "ascending"), ("clip", "ascending")])
     words = tokens["token"].to_numpy()
     return [words[rows] for rows in segment_clip_index(tokens, segments)]

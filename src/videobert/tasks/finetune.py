@@ -25,7 +25,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 from PIL import Image, ImageDraw, ImageFont
 from sklearn.metrics import classification_report, confusion_matrix
@@ -50,7 +49,8 @@ from videobert.tasks.supervised import fit
 from videobert.tokenizer.quality import segment_clip_index
 from videobert.tokenizer.stages import tokens_metadata
 from videobert.utils.errors import ConfigError, InputError
-from videobert.utils.io import atomic_open, atomic_path, write_json
+from videobert.utils.io import atomic_open, atomic_path, read_parquet, write_json
+from videobert.utils.lock import locked
 from videobert.utils.stage import StageReport
 from videobert.workdir import WorkDir
 
@@ -79,6 +79,7 @@ class Examples:
         return Examples([self.visual[i] for i in rows], [self.texts[i] for i in rows], self.labels[rows])
 
 
+@locked("out")
 def finetune(
     model: Path,
     work: Path,
@@ -324,7 +325,7 @@ def load_examples(
 
 def _narrations(wd: WorkDir, segments: pa.Table) -> list[str | None]:
     """The transcript sentences whose midpoint lies in each segment's window, joined; None where there is none."""
-    sentences = pq.read_table(wd.require(wd.sentences, "ingest"), columns=["video", "index", "start", "end", "text"])
+    sentences = read_parquet(wd.require(wd.sentences, "ingest"), columns=["video", "index", "start", "end", "text"])
     sentences = sentences.sort_by([("video", "ascending"), ("index", "ascending")])
     text = sentences["text"].to_pylist()
     return [" ".join(text[i] for i in rows) or None for rows in segment_clip_index(sentences, segments)]

@@ -72,7 +72,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 import torch.nn.functional as F
 
@@ -95,7 +94,7 @@ from videobert.tasks.zeroshot import encode_batch, model_device
 from videobert.tokenizer.quality import segment_clip_index
 from videobert.utils.device import resolve_device
 from videobert.utils.errors import ConfigError, InputError
-from videobert.utils.io import write_json
+from videobert.utils.io import read_parquet, write_json
 from videobert.utils.stage import StageReport, flatten
 from videobert.workdir import WorkDir
 
@@ -472,7 +471,7 @@ def load_questions(work: str | Path, tokens_path: Path, split: str, seed: int, n
     """The questions of `split` built from WORK's segments and narration, with their visual tokens."""
     wd = WorkDir(work)
     segments = load_segments(work)
-    sentences = pq.read_table(wd.sentences) if wd.sentences.exists() else None
+    sentences = read_parquet(wd.sentences) if wd.sentences.exists() else None
     dataset = build_qa(segments, sentences, split, seed, num_choices=num_choices).with_visual(tokens_path)
     if not len(dataset):
         raise InputError(

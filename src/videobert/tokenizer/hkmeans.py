@@ -48,11 +48,11 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import save_file
 from threadpoolctl import threadpool_limits
 
 from videobert.utils.errors import ConfigError, InputError
-from videobert.utils.io import atomic_path, read_json, write_json
+from videobert.utils.io import atomic_path, load_safetensors, read_json, write_json
 
 try:
     import faiss
@@ -433,7 +433,7 @@ class VisualTokenizer:
         tensors_path = directory / TENSORS_FILE
         if not tensors_path.exists():
             raise InputError(tensors_path, "not found; the visual vocabulary directory is incomplete")
-        tensors = load_file(str(tensors_path))
+        tensors = load_safetensors(tensors_path)
         tok.dim = int(meta["dim"])
         tok._pre = {n[len("pre.") :]: a for n, a in tensors.items() if n.startswith("pre.")}
         levels = range(1, tok.config.depth + 1)

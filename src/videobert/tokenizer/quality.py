@@ -16,12 +16,12 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from videobert.data.ingest import load_segments
 from videobert.features.store import FeatureStore
 from videobert.tokenizer.stages import clip_labels, token_informativeness
 from videobert.utils.errors import InputError
+from videobert.utils.io import read_parquet
 from videobert.workdir import WorkDir
 
 
@@ -52,7 +52,7 @@ def segment_token_report(work: str | os.PathLike) -> dict[str, Any]:
     """Clip-level NMI/purity and held-out segment probes (bag of words vs continuous features vs chance)
     for the verb and noun labels of WORK's annotated segments."""
     wd = WorkDir(work)
-    tokens = pq.read_table(wd.require(wd.tokens, "tokenize"))
+    tokens = read_parquet(wd.require(wd.tokens, "tokenize"))
     segments = load_segments(work)
     if segments.num_rows == 0:
         raise InputError(wd.segments, "no annotated segments; token quality needs verb/noun labels")

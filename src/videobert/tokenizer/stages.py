@@ -36,7 +36,8 @@ from videobert.tokenizer.hkmeans import (
     token_path,
 )
 from videobert.utils.errors import ConfigError, ErrorLog, InputError, VideoBertError
-from videobert.utils.io import atomic_path, file_sha256, read_json, write_json
+from videobert.utils.io import atomic_path, file_sha256, read_json, read_parquet, read_parquet_schema, write_json
+from videobert.utils.lock import locked
 from videobert.utils.stage import StageReport
 from videobert.workdir import WorkDir
 
@@ -52,6 +53,7 @@ THUMB_SIZE = (160, 120)  # (width, height) of one cell of the thumbnail grid
 # ---------------------------------------------------------------------- vocab
 
 
+@locked("work")
 def vocab(
     work: Path,
     k: int = 12,
@@ -250,6 +252,7 @@ def _swap_dir(new: Path, target: Path) -> None:
 # ---------------------------------------------------------------------- tokenize
 
 
+@locked("work")
 def tokenize(work: Path, batch_size: int = 65536) -> StageReport:
     """Give every clip its visual word, descending the vocabulary's tree; writes tokens.parquet.
 
@@ -306,7 +309,7 @@ def tokenize(work: Path, batch_size: int = 65536) -> StageReport:
 
 def tokens_metadata(path: str | os.PathLike) -> dict[str, str]:
     """``vocab_hash`` and ``features`` fingerprint recorded in a tokens.parquet file."""
-    meta = pq.read_schema(path).metadata or {}
+    meta = read_parquet_schema(path).metadata or {}
     prefix = b"videobert."
     return {key[len(prefix) :].decode(): value.decode() for key, value in meta.items() if key.startswith(prefix)}
 
@@ -354,7 +357,7 @@ def inspect_vocab(
     Console().print(table)
 
     if wd.segments.exists():
-        segments = pq.read_table(wd.segments)
+        segments = read_parquet(wd.segments)
         for column in ("verb", "noun"):
             labels = clip_labels(tokens_table, segments, column)
             keep = np.array([label is not None for label in labels], bool)
@@ -380,7 +383,7 @@ def load_tokens(work: str | os.PathLike) -> tuple[dict[str, Any], pa.Table]:
     checking that the tokens were made with that vocabulary."""
     wd = WorkDir(work)
     meta = read_vocab_config(wd.require(wd.vocab, "vocab"))
-    tokens_table = pq.read_table(wd.require(wd.tokens, "tokenize"))
+    tokens_table = read_parquet(wd.require(wd.tokens, "tokenize"))
     if tokens_metadata(wd.tokens).get("vocab_hash") != meta["content_hash"]:
         raise ConfigError(
             f"{wd.tokens} was made with another vocabulary than {wd.vocab}; run `videobert tokenize` again"
@@ -461,7 +464,7 @@ def _path(token: int, k: int, depth: int) -> str:
 def manifest_paths(work: str | os.PathLike) -> dict[str, str]:
     """Video id -> file path, from the work directory's manifest.parquet."""
     wd = WorkDir(work)
-    manifest = pq.read_table(wd.require(wd.manifest, "ingest"), columns=["video", "path"])
+    manifest = read_parquet(wd.require(wd.manifest, "ingest"), columns=["video", "path"])
     return dict(zip(manifest["video"].to_pylist(), manifest["path"].to_pylist()))
 
 

@@ -63,7 +63,6 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
@@ -73,6 +72,7 @@ from videobert.model.modeling import IGNORE_INDEX
 from videobert.model.tokenization import TEXT_TYPE, VideoBertTokenizer
 from videobert.tokenizer.hkmeans import VisualTokenizer
 from videobert.utils.errors import ConfigError, InputError
+from videobert.utils.io import open_parquet, read_parquet
 from videobert.workdir import WorkDir
 
 # Regimes, in the order of `PretrainDataConfig.regime_weights`.
@@ -565,7 +565,7 @@ def _negative(video: str, pool: deque[tuple[str, np.ndarray]], rng: np.random.Ge
 def _read_rows(path: Path, columns: list[str], videos: Sequence[str]) -> pa.Table:
     """Rows of ``videos`` (sorted) from a Parquet table. The range filter lets Parquet skip row groups whose
     video statistics lie outside the chunk; the membership filter then drops other shards' videos in the range."""
-    table = pq.read_table(path, columns=columns, filters=[("video", ">=", videos[0]), ("video", "<=", videos[-1])])
+    table = read_parquet(path, columns=columns, filters=[("video", ">=", videos[0]), ("video", "<=", videos[-1])])
     return table.filter(pc.is_in(table["video"], value_set=pa.array(list(videos), pa.string())))
 
 
@@ -582,7 +582,7 @@ def _video_slices(table: pa.Table) -> Iterator[tuple[str, pa.Table]]:
 def _distinct_videos(path: Path) -> set[str]:
     """Videos that have rows in a Parquet table, read one row group at a time (only the video column)."""
     found: set[str] = set()
-    reader = pq.ParquetFile(path)
+    reader = open_parquet(path)
     for group in range(reader.num_row_groups):
         column = reader.read_row_group(group, columns=["video"]).column("video")
         found.update(pc.unique(column).to_pylist())

@@ -65,12 +65,13 @@ from transformers import (
     set_seed,
 )
 from transformers.integrations import TensorBoardCallback
-from transformers.trainer_utils import get_last_checkpoint
 
 from videobert.model import VideoBertForPreTraining, default_text_checkpoint
+from videobert.model.configuration import ALIGNED
 from videobert.model.modeling import IGNORE_INDEX
 from videobert.tokenizer.hkmeans import VisualTokenizer
 from videobert.tokenizer.stages import tokens_metadata
+from videobert.training.checkpoints import last_complete_checkpoint, set_aside_damaged
 from videobert.training.data import (
     REGIMES,
     TEXT_VIDEO,
@@ -80,7 +81,8 @@ from videobert.training.data import (
     PretrainStream,
 )
 from videobert.utils.errors import ConfigError, InputError
-from videobert.utils.io import read_json, write_json
+from videobert.utils.io import publish_permissions, read_json, write_json
+from videobert.utils.lock import LOCK_FILE, locked
 from videobert.utils.stage import StageReport, flatten
 from videobert.workdir import WorkDir
 
@@ -212,16 +214,21 @@ class RegimeMeter:
     """Running sums, since the last `collect`, of the masked-token cross-entropy per regime (text–video split into
     its word and visual positions), of the alignment loss and hits, and of the real (unpadded) tokens.
 
+    The alignment accuracy is balanced, the mean of the accuracies on aligned and on not-aligned pairs: held-out
+    pairs can lack negatives (a split of one video has no other video to draw them from), and a head that always
+    answers "aligned" would then score 1.0. Without pairs of both kinds it is left out.
+
     Sums stay on the device (no synchronisation per step); `collect` reduces them over processes.
     """
 
     BUCKETS = ("text", "video", "text_video_words", "text_video_visual")
     _N = len(BUCKETS)
     _ALIGN_LOSS, _ALIGN_HITS, _ALIGN_COUNT, _TOKENS = 2 * _N, 2 * _N + 1, 2 * _N + 2, 2 * _N + 3
+    _ALIGNED_HITS, _ALIGNED_COUNT = 2 * _N + 4, 2 * _N + 5  # the aligned pairs among them
 
     def __init__(self, device: torch.device, visual_token_offset: int):
         self.visual_token_offset = visual_token_offset
-        self.sums = torch.zeros(2 * self._N + 4, dtype=torch.float64, device=device)
+        self.sums = torch.zeros(2 * self._N + 6, dtype=torch.float64, device=device)
         self.tokens_total = 0.0
 
     @torch.no_grad()
@@ -240,8 +247,12 @@ class RegimeMeter:
         paired = alignment_labels != IGNORE_INDEX
         logits = outputs.alignment_logits[paired].float()  # (pairs, 2)
         self.sums[self._ALIGN_LOSS] += F.cross_entropy(logits, alignment_labels[paired], reduction="sum").double()
-        self.sums[self._ALIGN_HITS] += (logits.argmax(-1) == alignment_labels[paired]).sum()
+        hits = logits.argmax(-1) == alignment_labels[paired]  # (pairs,)
+        aligned = alignment_labels[paired] == ALIGNED  # (pairs,)
+        self.sums[self._ALIGN_HITS] += hits.sum()
         self.sums[self._ALIGN_COUNT] += paired.sum()
+        self.sums[self._ALIGNED_HITS] += (hits & aligned).sum()
+        self.sums[self._ALIGNED_COUNT] += aligned.sum()
         self.sums[self._TOKENS] += batch["attention_mask"].sum()
 
     def collect(self) -> dict[str, float]:
@@ -263,7 +274,10 @@ class RegimeMeter:
                 metrics[f"mlm_loss_{regime}"] = sum(loss[i] for i in parts) / n
         if sums[self._ALIGN_COUNT]:
             metrics["alignment_loss"] = sums[self._ALIGN_LOSS] / sums[self._ALIGN_COUNT]
-            metrics["alignment_accuracy"] = sums[self._ALIGN_HITS] / sums[self._ALIGN_COUNT]
+        aligned, not_aligned = sums[self._ALIGNED_COUNT], sums[self._ALIGN_COUNT] - sums[self._ALIGNED_COUNT]
+        if aligned and not_aligned:
+            not_aligned_hits = sums[self._ALIGN_HITS] - sums[self._ALIGNED_HITS]
+            metrics["alignment_accuracy"] = (sums[self._ALIGNED_HITS] / aligned + not_aligned_hits / not_aligned) / 2
         return metrics
 
 
@@ -475,7 +489,7 @@ class PretrainRecipe:
             )
 
     def train(self, resume: bool) -> None:
-        checkpoint = get_last_checkpoint(str(self.out / CHECKPOINTS)) if resume else None
+        checkpoint = last_complete_checkpoint(self.out / CHECKPOINTS) if resume else None
         if checkpoint is not None:
             logger.info("resuming from %s", checkpoint)
         self.train_output = self.trainer.train(resume_from_checkpoint=checkpoint)
@@ -688,6 +702,7 @@ def pretrain(
     return run_pretraining(work, out, config, resume=resume, overwrite=overwrite)
 
 
+@locked("out")
 def run_pretraining(
     work: str | os.PathLike,
     out: str | os.PathLike,
@@ -713,6 +728,8 @@ def run_pretraining(
     if state.is_main_process:
         if action == "fresh":
             _clear(out)
+        else:
+            set_aside_damaged(out / CHECKPOINTS)
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / RUN_FILE, identity)
     state.wait_for_everyone()
@@ -729,7 +746,7 @@ def run_pretraining(
 
 def _plan(out: Path, identity: dict[str, Any], config: PretrainConfig, resume: bool, overwrite: bool) -> str:
     """What to do with OUT: ``skip`` (finished with these settings), ``resume`` or ``fresh`` (clear and start)."""
-    if not out.exists() or not any(out.iterdir()):
+    if not out.exists() or all(entry.name == LOCK_FILE for entry in out.iterdir()):
         return "fresh"
     if not (out / RUN_FILE).is_file():
         raise ConfigError(f"{out} is not empty and holds no {RUN_FILE}: not a pretraining output; choose another --out")
@@ -745,7 +762,7 @@ def _plan(out: Path, identity: dict[str, Any], config: PretrainConfig, resume: b
                 "pass --overwrite to replace it"
             )
         return "fresh"
-    if resume and get_last_checkpoint(str(out / CHECKPOINTS)) is not None:
+    if resume and last_complete_checkpoint(out / CHECKPOINTS) is not None:
         if changed:
             raise ConfigError(
                 f"{out} holds an interrupted run with other settings ({'; '.join(changed)}); pass --no-resume to "
@@ -764,6 +781,8 @@ def _inputs_identity(wd: WorkDir) -> dict[str, Any]:
 def _clear(out: Path) -> None:
     """Remove the previous run's files from OUT (only the entries a pretraining run writes)."""
     for entry in out.iterdir() if out.exists() else ():
+        if entry.name == LOCK_FILE:  # held by this run
+            continue
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry)
         else:
@@ -772,6 +791,7 @@ def _clear(out: Path) -> None:
 
 def _commit_model(staging: Path, out: Path) -> None:
     """Move the saved model files from ``staging`` into ``out``, config.json last, then remove ``staging``."""
+    publish_permissions(staging)
     entries = sorted(staging.iterdir(), key=lambda p: p.name == "config.json")
     (out / "config.json").unlink(missing_ok=True)  # OUT stops reading as a model until the new one is complete
     for entry in entries:

@@ -80,15 +80,18 @@ class ErrorLog:
 
 
 def read_errors(path: str | os.PathLike) -> list[ErrorRecord]:
+    """The records of an ``errors.jsonl``. A line that is not a record (the last one, cut short by a crash while
+    it was written) is left out: the stage that wrote it finds that failure again when it runs again."""
     path = Path(path)
     if not path.exists():
         return []
     out = []
-    with open(path, encoding="utf-8") as fh:
+    with open(path, encoding="utf-8", errors="replace") as fh:
         for line in fh:
-            line = line.strip()
-            if line:
+            try:
                 out.append(ErrorRecord(**json.loads(line)))
+            except (ValueError, TypeError):
+                continue
     return out
 
 

@@ -18,6 +18,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from videobert.utils.errors import InputError
+
 # mkstemp creates files readable by their owner only; artifacts get the permissions a plain `open` would give.
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -51,6 +53,14 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs: Any) -> Iter
         os.fsync(fh.fileno())
 
 
+def publish_permissions(path: str | os.PathLike) -> None:
+    """Give ``path`` (a file, or every file below a folder) the permissions a plain ``open`` would: some writers
+    (safetensors' ``save_file``) create files readable by their owner only."""
+    path = Path(path)
+    for file in [path] if path.is_file() else (p for p in path.rglob("*") if p.is_file()):
+        os.chmod(file, _FILE_MODE)
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     with atomic_open(path, "w", encoding="utf-8") as fh:
         json.dump(obj, fh, indent=2, sort_keys=True, ensure_ascii=False)
@@ -58,8 +68,49 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 
 
 def read_json(path: str | os.PathLike) -> Any:
-    with open(path, encoding="utf-8") as fh:
-        return json.load(fh)
+    """The JSON in ``path``; a file that is not JSON raises :class:`InputError` naming it."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise InputError(path, f"damaged or not JSON ({error})") from None
+
+
+@contextlib.contextmanager
+def _reading_parquet(path: str | os.PathLike) -> Iterator[None]:
+    try:
+        yield
+    except pa.ArrowException as error:
+        raise InputError(path, f"damaged or not a Parquet file ({error}); run the stage that writes it again") from None
+
+
+def read_parquet(path: str | os.PathLike, **kwargs: Any) -> pa.Table:
+    """``pq.read_table(path, **kwargs)``; a damaged file raises :class:`InputError` naming it."""
+    with _reading_parquet(path):
+        return pq.read_table(path, **kwargs)
+
+
+def read_parquet_schema(path: str | os.PathLike) -> pa.Schema:
+    """``pq.read_schema(path)``; a damaged file raises :class:`InputError` naming it."""
+    with _reading_parquet(path):
+        return pq.read_schema(path)
+
+
+def open_parquet(path: str | os.PathLike) -> pq.ParquetFile:
+    """``pq.ParquetFile(path)``; a damaged file raises :class:`InputError` naming it."""
+    with _reading_parquet(path):
+        return pq.ParquetFile(path)
+
+
+def load_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """The arrays of a safetensors file; a damaged file raises :class:`InputError` naming it."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    try:
+        return load_file(str(path))
+    except SafetensorError as error:
+        raise InputError(path, f"damaged safetensors file ({error})") from None
 
 
 def write_parquet(path: str | os.PathLike, table: pa.Table | list[dict], schema: pa.Schema | None = None) -> None:

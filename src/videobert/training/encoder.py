@@ -35,6 +35,7 @@ import numpy as np
 
 from videobert.utils.errors import ConfigError, InputError
 from videobert.utils.io import read_json, write_json
+from videobert.utils.lock import LOCK_FILE, locked
 from videobert.utils.stage import StageReport
 from videobert.workdir import WorkDir
 
@@ -340,6 +341,7 @@ def _text_side(config: EncoderTrainingConfig, texts: list[str], text: str, devic
     return {"text_feature_dim": int(feats.shape[1]), "text_encoder": source}, list(feats)
 
 
+@locked("out")
 def train_encoder(
     work: Path,
     *,
@@ -440,7 +442,7 @@ def train_encoder(
                               "choose another directory or pass overwrite")  # fmt: skip
         shutil.rmtree(out / "checkpoints", ignore_errors=True)
         record.unlink()
-    elif out.exists() and any(p.name not in ("checkpoints", "cache", "runs", "plan.json") for p in out.iterdir()):
+    elif out.exists() and any(p.name not in ("checkpoints", "cache", "runs", "plan.json", LOCK_FILE) for p in out.iterdir()):
         raise ConfigError(f"{out} is not empty and holds no encoder training; choose a new or empty directory")
     out.mkdir(parents=True, exist_ok=True)
     plan = out / "plan.json"

@@ -39,6 +39,7 @@ def main() -> None:
     ap.add_argument("--masked-frame-weight", type=float, default=0.5)
     ap.add_argument("--next-frame-weight", type=float, default=0.5)
     ap.add_argument("--text", default="bow")
+    ap.add_argument("--descriptor", default="pixels", help="pixels or none")
     ap.add_argument("--image-size", type=int, default=32)
     ap.add_argument("--pretrain-steps", type=int, default=0)
     ap.add_argument("--seed", type=int, default=0)
@@ -49,7 +50,7 @@ def main() -> None:
     base = args.out / "ingest"
     ingest(args.corpus, base)
     encoder_desc = (f"c{args.contrast_weight:g}-m{args.masked_frame_weight:g}-n{args.next_frame_weight:g}-"
-                    f"{args.text.replace('/', '_')}-s{args.encoder_steps}-px{args.image_size}-seed{args.seed}")
+                    f"{args.text.replace('/', '_')}-d{args.descriptor}-s{args.encoder_steps}-px{args.image_size}-seed{args.seed}")
     name = args.name or (f"{args.backbone}" + (f"-{encoder_desc}" if args.backbone == "encoder" else "")
                          + f"-{args.normalize}-k{args.k}d{args.depth}")
     run = args.out / name
@@ -69,7 +70,8 @@ def main() -> None:
         report = train_encoder(base, out=enc, steps=args.encoder_steps, clip_frames=args.clip_frames,
                                image_size=args.image_size, contrast_weight=args.contrast_weight,
                                masked_frame_weight=args.masked_frame_weight, next_frame_weight=args.next_frame_weight,
-                               text=args.text, seed=args.seed, threads=args.threads)  # fmt: skip
+                               text=args.text, seed=args.seed, threads=args.threads,
+                               descriptor=args.descriptor)  # fmt: skip
         timings["train_encoder_s"] = round(time.perf_counter() - t0, 1)
         timings["train_encoder_clips_per_s"] = report.stats.get("clips/s")
         backbone = f"encoder:{enc}"

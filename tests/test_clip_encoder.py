@@ -130,7 +130,8 @@ def tiny_work(minicook_work):
     return minicook_work
 
 
-TRAIN = dict(steps=24, clip_frames=10, batch_videos=4, clips_per_video=4, save_steps=100, threads=1, **TINY)
+TRAIN = dict(steps=24, clip_frames=10, batch_videos=4, clips_per_video=4, save_steps=100, threads=1, descriptor="none",
+             **TINY)
 
 
 @pytest.mark.parametrize("objective", ["contrast", "masked_frame", "next_frame"])
@@ -223,3 +224,27 @@ def test_no_narration_turns_the_contrast_off_or_refuses(tiny_work, tmp_path):
     report = train_encoder(silent, out=tmp_path / "b", **{**TRAIN, "steps": 3})
     record = json.loads((tmp_path / "b" / enc.TRAINING_FILE).read_text())
     assert report.stats["sentences"] == 0 and "narration contrast is off" in record["warnings"][0]
+
+
+def test_the_pixels_descriptor_is_read_beside_the_frames(tiny_work, tmp_path):
+    """With descriptor pixels the clip vector adds a learned projection of the weight-free descriptor, computed on
+    the same clips: training caches it, the backbone computes it, and the encoder refuses to run without it."""
+    out = tmp_path / "enc"
+    settings = {**TRAIN, "steps": 3, "descriptor": "pixels", "image_size": 32}
+    train_encoder(tiny_work, out=out, **settings)
+    config = json.loads((out / "config.json").read_text())
+    assert config["descriptor"] == "pixels" and config["descriptor_dim"] == get_backbone("pixels").dim
+    cached = len(json.loads((out / "cache" / "index.json").read_text())["video"])
+    assert np.load(out / "cache" / "descriptors.npy").shape == (cached, config["descriptor_dim"])
+    backbone = get_backbone(f"encoder:{out}")
+    clips = np.random.default_rng(0).integers(0, 256, (2, 10, 32, 32, 3), dtype=np.uint8)
+    features = backbone(clips)
+    model = backbone.model
+    descriptor = torch.from_numpy(get_backbone("pixels")(clips))
+    with torch.inference_mode():
+        same = model(clips=torch.from_numpy(clips), descriptor=descriptor).clip_embeds.numpy()
+        other = model(clips=torch.from_numpy(clips), descriptor=torch.zeros_like(descriptor)).clip_embeds.numpy()
+    np.testing.assert_allclose(features, same, rtol=1e-5, atol=1e-6)
+    assert features.shape == (2, 32) and not np.allclose(features, other, atol=1e-3)
+    with pytest.raises(ValueError, match="descriptor"):
+        model(clips=torch.from_numpy(clips))

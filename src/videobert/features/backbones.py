@@ -548,6 +548,8 @@ class EncoderBackbone(Backbone):
         self.clip_size = (side, side)
         self.dim = int(self.model.config.hidden_size)
         self.threads = threads
+        # The weight-free descriptor an encoder may read beside the frames, at the encoder's frame size.
+        self.descriptor = PixelsBackbone(clip_size=self.clip_size) if self.model.config.descriptor == "pixels" else None
 
     def __call__(self, clips: np.ndarray) -> np.ndarray:
         import torch
@@ -555,8 +557,12 @@ class EncoderBackbone(Backbone):
         self._check(clips)
         if clips.shape[1] < 2:
             raise ValueError(f"{self.name}: clips need at least 2 frames (the encoder reads motion), got {clips.shape[1]}")
+        descriptor = None
+        if self.descriptor is not None:
+            descriptor = torch.from_numpy(self.descriptor(clips)).to(self.device)
         with torch.inference_mode():
-            out = self.model(clips=torch.from_numpy(np.ascontiguousarray(clips)).to(self.device)).clip_embeds
+            x = torch.from_numpy(np.ascontiguousarray(clips)).to(self.device)
+            out = self.model(clips=x, descriptor=descriptor).clip_embeds
         return out.float().cpu().numpy()
 
 

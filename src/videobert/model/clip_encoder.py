@@ -13,7 +13,7 @@ Shapes (B clips, F frames sampled per clip, C channels, h x w stem grid, D = hid
       -> conv stem (stride 4)                                                          (B*F, C, h, w)
       -> spatial attention pooling (heads over the h*w positions) + linear             (B, F, D)   frame states
       -> temporal convolution blocks (residual, dilations 1, 2, 4, ...)                (B, F, D)   temporal states
-      -> mean over frames + linear + LayerNorm                                         (B, D)      clip vector
+      -> mean over frames + linear (+ projected descriptor, optional) + LayerNorm       (B, D)      clip vector
 
 `ClipEncoderModel` is the backbone `extract --backbone encoder:DIR` runs. `ClipEncoderForPreTraining` adds what
 self-supervision needs (a bag-of-words narration encoder or a projection of frozen sentence embeddings, projection
@@ -68,6 +68,12 @@ class ClipEncoderConfig(PreTrainedConfig):
             Width of frozen sentence embeddings to project instead of the bag of words (pretraining only).
         text_encoder (`str`, *optional*):
             Where the frozen sentence embeddings came from (a model directory), recorded for the record.
+        descriptor (`str`, *optional*):
+            A weight-free clip descriptor read beside the frames (`"pixels"`: the `pixels` backbone's appearance and
+            motion descriptor, computed by the caller): its learned projection is added to the clip vector, so that
+            training decides which of its parts the narration needs. `None`: frames only.
+        descriptor_dim (`int`, *optional*):
+            Width of the descriptor; required with `descriptor`.
         embed_dim (`int`, defaults to 128):
             Width of the joint clip-sentence space of the narration contrast (pretraining only).
     """
@@ -87,6 +93,8 @@ class ClipEncoderConfig(PreTrainedConfig):
     text_vocab: list[str] | None = None
     text_feature_dim: int | None = None
     text_encoder: str | None = None
+    descriptor: str | None = None
+    descriptor_dim: int | None = None
     embed_dim: int = 128
 
     def __post_init__(self, **kwargs) -> None:
@@ -104,6 +112,10 @@ class ClipEncoderConfig(PreTrainedConfig):
             )
         if self.temporal_kernel < 1 or self.temporal_layers < 0:
             raise ConfigError("temporal_kernel must be positive and temporal_layers non-negative")
+        if self.descriptor not in (None, "pixels"):
+            raise ConfigError(f"descriptor must be None or 'pixels', got {self.descriptor!r}")
+        if self.descriptor is not None and not (self.descriptor_dim or 0) > 0:
+            raise ConfigError(f"descriptor {self.descriptor!r} needs a positive descriptor_dim, got {self.descriptor_dim}")
         if self.text_vocab is not None and self.text_feature_dim is not None:
             raise ConfigError("give either text_vocab (bag of words) or text_feature_dim (frozen embeddings), not both")
 
@@ -193,6 +205,13 @@ class ClipEncoderModel(ClipEncoderPreTrainedModel):
             for i in range(config.temporal_layers)
         )
         self.clip_proj = nn.Linear(config.hidden_size, config.hidden_size)
+        if config.descriptor is not None:
+            d = config.hidden_size
+            self.descriptor_proj = nn.Sequential(
+                nn.LayerNorm(config.descriptor_dim), nn.Linear(config.descriptor_dim, d), nn.GELU(), nn.Linear(d, d)
+            )
+        else:
+            self.descriptor_proj = None
         self.clip_norm = nn.LayerNorm(config.hidden_size)
         self.post_init()
 
@@ -236,11 +255,22 @@ class ClipEncoderModel(ClipEncoderPreTrainedModel):
             frames = block(frames, causal)
         return frames
 
-    def pool(self, temporal: torch.Tensor) -> torch.Tensor:
-        """`(B, F, D)` temporal states -> `(B, D)` clip vectors."""
-        return self.clip_norm(self.clip_proj(temporal.mean(dim=1)))
+    def pool(self, temporal: torch.Tensor, descriptor: torch.Tensor | None = None) -> torch.Tensor:
+        """`(B, F, D)` temporal states (and the `(B, descriptor_dim)` descriptors, when the encoder reads them) ->
+        `(B, D)` clip vectors."""
+        clip = self.clip_proj(temporal.mean(dim=1))
+        if self.descriptor_proj is not None:
+            if descriptor is None:
+                raise ValueError(f"this encoder reads the {self.config.descriptor!r} descriptor of each clip: pass descriptor")
+            clip = clip + self.descriptor_proj(descriptor)
+        return self.clip_norm(clip)
 
-    def forward(self, clips: torch.Tensor | None = None, pixel_values: torch.Tensor | None = None) -> ClipEncoderOutput:
+    def forward(
+        self,
+        clips: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        descriptor: torch.Tensor | None = None,
+    ) -> ClipEncoderOutput:
         if (clips is None) == (pixel_values is None):
             raise ValueError("pass exactly one of clips (uint8) and pixel_values")
         if pixel_values is None:
@@ -248,7 +278,10 @@ class ClipEncoderModel(ClipEncoderPreTrainedModel):
         frames, attention = self.encode_frames(pixel_values)
         temporal = self.temporal_mix(frames)
         return ClipEncoderOutput(
-            clip_embeds=self.pool(temporal), temporal_states=temporal, frame_states=frames, spatial_attention=attention
+            clip_embeds=self.pool(temporal, descriptor),
+            temporal_states=temporal,
+            frame_states=frames,
+            spatial_attention=attention,
         )
 
 

@@ -106,6 +106,7 @@ class ClipCache:
     per clip its video index, start and end seconds."""
 
     frames: np.ndarray
+    descriptors: np.ndarray | None  # (N, descriptor_dim) float32, when the encoder reads a descriptor
     video: np.ndarray  # (N,) index into `videos`
     start: np.ndarray  # (N,) seconds
     end: np.ndarray
@@ -113,19 +114,22 @@ class ClipCache:
 
 
 def build_clip_cache(work: Path, cache: Path, videos: list[tuple[str, str]], fps: float, clip_frames: int, size: int,
-                     threads: int) -> ClipCache:  # fmt: skip
+                     threads: int, descriptor: str | None = None) -> ClipCache:  # fmt: skip
     """Decode the clips of `videos` ((id, path) pairs) at `size` px into `cache` (rebuilt unless complete for the
-    same inputs). A video that cannot be decoded is recorded in WORK/errors.jsonl and left out."""
+    same inputs), with each clip's `descriptor` ("pixels" or None). A video that cannot be decoded is recorded in
+    WORK/errors.jsonl and left out."""
     from videobert.data.video import ClipDecoder, clip_windows, probe
     from videobert.utils.errors import ErrorLog
 
-    identity = {"videos": [v for v, _ in videos], "fps": fps, "clip_frames": clip_frames, "size": size}
+    identity = {"videos": [v for v, _ in videos], "fps": fps, "clip_frames": clip_frames, "size": size,
+                "descriptor": descriptor}  # fmt: skip
     index_file = cache / "index.json"
     if index_file.is_file() and (cache / "clips.npy").is_file():
         index = read_json(index_file)
         if index.get("identity") == identity:
             frames = np.load(cache / "clips.npy", mmap_mode="r")
-            return ClipCache(frames, np.asarray(index["video"], np.int64), np.asarray(index["start"]),
+            descriptors = np.load(cache / "descriptors.npy") if descriptor else None
+            return ClipCache(frames, descriptors, np.asarray(index["video"], np.int64), np.asarray(index["start"]),
                              np.asarray(index["end"]), index["videos"])  # fmt: skip
     shutil.rmtree(cache, ignore_errors=True)
     cache.mkdir(parents=True)
@@ -161,10 +165,18 @@ def build_clip_cache(work: Path, cache: Path, videos: list[tuple[str, str]], fps
     out.flush()
     del out
     os.replace(tmp, cache / "clips.npy")
+    frames = np.load(cache / "clips.npy", mmap_mode="r")[:n]
+    descriptors = None
+    if descriptor == "pixels":  # computed once on the decoded clips, as `extract` computes it
+        from videobert.features.backbones import PixelsBackbone
+
+        pixels = PixelsBackbone(clip_size=(size, size))
+        descriptors = np.concatenate([pixels(np.asarray(frames[a:a + 256])) for a in range(0, n, 256)])
+        np.save(cache / "descriptors.npy", descriptors)
     write_json(index_file, {"identity": identity, "videos": [v for v, _ in videos], "video": vid, "start": starts,
                             "end": ends})  # fmt: skip
-    frames = np.load(cache / "clips.npy", mmap_mode="r")[:n]
-    return ClipCache(frames, np.asarray(vid, np.int64), np.asarray(starts), np.asarray(ends), [v for v, _ in videos])
+    return ClipCache(frames, descriptors, np.asarray(vid, np.int64), np.asarray(starts), np.asarray(ends),
+                     [v for v, _ in videos])  # fmt: skip
 
 
 def narration_positives(
@@ -354,6 +366,7 @@ def train_encoder(
     hidden_size: int = 128,
     temporal_layers: int = 2,
     causal: bool = False,
+    descriptor: str = "pixels",
     text: str = "bow",
     contrast_weight: float = 1.0,
     masked_frame_weight: float = 0.5,
@@ -388,6 +401,8 @@ def train_encoder(
         hidden_size: Width of the clip vectors (the features `extract` writes).
         temporal_layers: Dilated temporal convolution blocks.
         causal: Temporal convolutions see only past frames.
+        descriptor: pixels (the weight-free appearance + motion descriptor read beside the frames, through a learned
+            projection) or none (frames only).
         text: Narration encoder of the contrast: bow (bag of words learnt here), minilm (frozen offline
             all-MiniLM-L6-v2) or a BERT directory (frozen).
         contrast_weight: Weight of the narration contrast; with no sentence in the training videos it is turned off
@@ -419,6 +434,8 @@ def train_encoder(
     )  # fmt: skip
     if text != "bow" and text != "minilm" and not Path(text).is_dir():
         raise ConfigError(f"text must be bow, minilm or a BERT directory, got {text!r}")
+    if descriptor not in ("pixels", "none"):
+        raise ConfigError(f"descriptor must be pixels or none, got {descriptor!r}")
     if threads < 0:
         raise ConfigError(f"threads must be non-negative, got {threads}")
     wd = WorkDir(work)
@@ -428,7 +445,8 @@ def train_encoder(
     if not train:
         raise InputError(wd.manifest, "has no video of split train or without a split to train an encoder on")
     model_fields = {"image_size": image_size, "num_frames": num_frames, "hidden_size": hidden_size,
-                    "temporal_layers": temporal_layers, "causal": causal}  # fmt: skip
+                    "temporal_layers": temporal_layers, "causal": causal,
+                    "descriptor": None if descriptor == "none" else descriptor}  # fmt: skip
     identity = {"training": asdict(config), "model": model_fields, "text": text, "fps": fps,
                 "clip_frames": clip_frames, "videos": sorted(v for v, _ in train)}  # fmt: skip
     record = out / TRAINING_FILE
@@ -453,7 +471,10 @@ def train_encoder(
     dev = resolve_device(device)
     torch.set_num_threads(threads or available_cores())
     began = time.perf_counter()
-    cache = build_clip_cache(work, out / "cache", train, fps, clip_frames, image_size, threads=1)
+    cache = build_clip_cache(work, out / "cache", train, fps, clip_frames, image_size, threads=1,
+                             descriptor=model_fields["descriptor"])  # fmt: skip
+    if cache.descriptors is not None:
+        model_fields["descriptor_dim"] = int(cache.descriptors.shape[1])
 
     # Sentences of the cached videos, and each clip's positives.
     sentences = load_sentences(work).to_pylist() if wd.sentences.exists() else []
@@ -513,13 +534,14 @@ def train_encoder(
                 clips = augment_clips(clips, rng)
             pixel_values = model.encoder.pixel_values(clips.to(dev))
             frames, _ = model.encoder.encode_frames(pixel_values)  # (B, F, D)
+            descriptors = None if cache.descriptors is None else torch.from_numpy(cache.descriptors[rows]).to(dev)
             losses: dict[str, torch.Tensor] = {}
             stats: dict[str, float] = {}
             if use_contrast:
                 pos_lists = [positives[r] for r in rows]
                 sent_ids = np.unique(np.concatenate(pos_lists)) if any(len(p) for p in pos_lists) else np.zeros(0, np.int64)
                 if len(sent_ids):
-                    clip_z = model.embed_clips(model.encoder.pool(model.encoder.temporal_mix(frames)))
+                    clip_z = model.embed_clips(model.encoder.pool(model.encoder.temporal_mix(frames), descriptors))
                     text_z = _embed_sentences(model, [text_inputs[j] for j in sent_ids], dev)
                     where = {int(j): k for k, j in enumerate(sent_ids)}
                     mask = torch.zeros(len(rows), len(sent_ids), dtype=torch.bool, device=dev)

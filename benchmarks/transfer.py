@@ -31,6 +31,7 @@ def main() -> None:
     ap.add_argument("out", type=Path)
     ap.add_argument("--backbone", default="pixels", help="pixels or encoder (trained here on the corpus)")
     ap.add_argument("--normalize", default="auto")
+    ap.add_argument("--center", default="none", help="none or video (vocab --center)")
     ap.add_argument("--clip-frames", type=int, default=15)
     ap.add_argument("--k", type=int, default=12)
     ap.add_argument("--depth", type=int, default=2)
@@ -52,7 +53,7 @@ def main() -> None:
     encoder_desc = (f"c{args.contrast_weight:g}-m{args.masked_frame_weight:g}-n{args.next_frame_weight:g}-"
                     f"{args.text.replace('/', '_')}-d{args.descriptor}-s{args.encoder_steps}-px{args.image_size}-seed{args.seed}")
     name = args.name or (f"{args.backbone}" + (f"-{encoder_desc}" if args.backbone == "encoder" else "")
-                         + f"-{args.normalize}-k{args.k}d{args.depth}")
+                         + f"-{args.normalize}{'-center' if args.center == 'video' else ''}-k{args.k}d{args.depth}")
     run = args.out / name
     work = run / "work"
     work.mkdir(parents=True, exist_ok=True)
@@ -79,7 +80,7 @@ def main() -> None:
     extracted = extract(work, backbone=backbone, clip_frames=args.clip_frames)
     timings["extract_s"] = round(time.perf_counter() - t0, 1)
     timings["extract_clips_per_s"] = round(extracted.stats.get("clips/s", 0.0), 1)
-    vocab(work, k=args.k, depth=args.depth, seed=args.seed, normalize=args.normalize)
+    vocab(work, k=args.k, depth=args.depth, seed=args.seed, normalize=args.normalize, center=args.center)
     tokenize(work)
     quality = segment_token_report(work)
     result = {"corpus": str(args.corpus), "recipe": name, **timings,

@@ -56,7 +56,8 @@ from videobert.features.backbones import get_backbone
 from videobert.model import VideoBertForPreTraining, require_tokenizer
 from videobert.model.modeling import VISUAL_VOCAB_DIR
 from videobert.tasks.retrieval import alignment_similarity
-from videobert.tasks.zeroshot import TEMPLATE, LabelSet, split_template, template_scores
+from videobert.tasks.template import TEMPLATE, LabelSet, split_template, top_labels
+from videobert.tasks.zeroshot import template_scores
 from videobert.tokenizer.hkmeans import CONFIG_FILE, FeatureSource
 from videobert.training.data import VideoRecord, visual_sentence
 from videobert.utils.device import resolve_device
@@ -67,7 +68,6 @@ from videobert.utils.stage import StageReport
 logger = logging.getLogger(__name__)
 
 STAGE = "predict"
-TOP_K = 5
 SLOTS = ("verb", "noun")
 
 
@@ -229,14 +229,6 @@ def visual_words(
     # The feature store keeps float16; rounding the same way gives the same words as `extract` + `tokenize`.
     stacked = np.concatenate(features).astype(np.float16)  # (clips, D)
     return starts, ends, network.visual_tokenizer.encode(stacked), stacked.astype(np.float32)
-
-
-def top_labels(scores: np.ndarray, labels: LabelSet, k: int = TOP_K) -> list[dict[str, Any]]:
-    """The `k` best of `labels` by `scores` (L,) mean log-probabilities, best first: {label, prob, log_prob}, prob
-    the softmax over all L candidates."""
-    probs = torch.from_numpy(np.asarray(scores, dtype=np.float64)).softmax(dim=0).numpy()
-    order = np.argsort(-probs, kind="stable")[:k]
-    return [{"label": labels.names[i], "prob": float(probs[i]), "log_prob": float(scores[i])} for i in order]
 
 
 def alignment_summary(sentences: Sequence[dict[str, Any]]) -> dict[str, Any]:

@@ -47,15 +47,16 @@ def one_thread():
 def tiny_export(minicook_work, tmp_path_factory) -> tuple[Path, Path, object]:
     """(model directory, export directory, export report): a random tiny VideoBERT over the MiniCook vocabulary and
     its ONNX export, fp32 and int8, checked on the work dir's test split (about 20 s on 2 cores)."""
-    import torch
-
-    from serving_fixtures import tiny_model
+    from checkpoints import save_tiny_videobert
+    from videobert.data.synth import NOUNS, VERBS
     from videobert.serving.export import export
 
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "now", "let", "me", "show", "you", "how", "to", "the",
+             *VERBS, *NOUNS]  # fmt: skip
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("tiny_export")
-    model = tiny_model(minicook_work, root)
+    model = save_tiny_videobert(root, minicook_work / "vocab", words)
     report = export(model, out=root / "export", quantize="int8", work=minicook_work)
     torch.set_num_threads(threads)
     return model, root / "export", report

@@ -26,7 +26,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def test_export_records_parts_opset_and_parity(tiny_export):
     _, out, report = tiny_export
     meta = read_export(out)
-    assert meta["opset"] == 18 and list(meta["parts"]) == ["videobert"]  # no captioner given
+    assert meta["opset"] == 18 and sorted(meta["parts"]) == ["caption_encoder", "videobert"]
     part = meta["parts"]["videobert"]
     assert part["files"] == {"fp32": "videobert.onnx", "int8": "videobert.int8.onnx"}
     assert part["outputs"] == ["mask_logits", "alignment_logits", "pooled_embedding"]
@@ -38,6 +38,10 @@ def test_export_records_parts_opset_and_parity(tiny_export):
     assert fp32["zero_shot_segments"] > 10
     assert report.stats["videobert.fp32.verb_top1_agreement"] == 1.0
     assert meta["labels"]["verb"] and meta["labels"]["noun"]
+    caption = meta["parts"]["caption_encoder"]
+    assert caption["encoder_mode"] == "pretrained+features" and caption["inputs"][-1] == "visual_features"
+    assert meta["parity"]["caption_encoder"]["fp32"]["max_abs_diff"] < 1e-4
+    assert meta["parity"]["caption_encoder"]["int8"]["max_abs_diff"] < 0.5
 
 
 @pytest.mark.parametrize("batch_size,visual_lengths", [(1, [5]), (5, [1, 9, 3, 20, 2])])

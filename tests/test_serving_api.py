@@ -55,9 +55,11 @@ def test_search_ranks_segments_with_thumbnails(index_dir):
         thumb = c.get(hit["thumbnail"])
         assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/jpeg" and thumb.content[:2] == b"\xff\xd8"
         assert c.get(hit["media"]).status_code == 200
-        reranked = c.get("/search", params={"q": "cut the tomato", "k": 5, "rerank": "alignment"}).json()["results"]
-        aligned = [r["alignment"] for r in reranked]
-        assert len(aligned) == 5 and aligned == sorted(aligned, reverse=True)
+        for rerank in ("alignment", "likelihood"):
+            reranked = c.get("/search", params={"q": "cut the tomato", "k": 5, "rerank": rerank}).json()["results"]
+            scores = [r["rerank_score"] for r in reranked]
+            assert len(scores) == 5 and scores == sorted(scores, reverse=True), rerank
+        assert body["results"][0]["rerank_score"] is None
         for params in ({"q": ""}, {"q": "   "}, {"q": "x", "k": 0}, {"q": "x", "k": 51}, {"q": "x" * 501},
                        {"q": "x", "rerank": "magic"}):  # fmt: skip
             assert c.get("/search", params=params).status_code == 422, params

@@ -16,6 +16,7 @@ import torch
 from videobert.model import VideoBertForPreTraining
 from videobert.serving.export import VideoBertHeads, export
 from videobert.serving.runtime import OnnxVideoBert, read_export
+from videobert.tasks.retrieval import alignment_similarity, likelihood_similarity
 from videobert.tasks.template import LabelSet
 from videobert.tasks.zeroshot import template_scores
 from videobert.utils.errors import ConfigError, InputError
@@ -75,6 +76,19 @@ def test_onnx_template_scores_equal_pytorch(tiny_export, minicook_work):
     got = runner.template_scores(visual, verbs, nouns, batch_size=3)
     for want, have in zip(expected, got):
         np.testing.assert_allclose(have, want, atol=1e-5)
+
+
+def test_onnx_alignment_and_likelihood_equal_pytorch(tiny_export):
+    model_dir, out, _ = tiny_export
+    network = VideoBertForPreTraining.from_pretrained(model_dir).eval()
+    runner = OnnxVideoBert(out)
+    visual = [[1, 2, 3], [7], list(range(60))]  # the last is cut to fit the 64 positions beside the text
+    text = "now let me show you how to cut the tomato"
+    with torch.inference_mode():
+        aligned = alignment_similarity(network, network.tokenizer, [text], visual)[0]
+        likely = likelihood_similarity(network, network.tokenizer, [text], visual, batch_size=5)[0]
+    np.testing.assert_allclose(runner.alignment([text] * 3, visual), aligned, atol=1e-5)
+    np.testing.assert_allclose(runner.likelihood(text, visual, batch_size=5), likely, atol=1e-4)
 
 
 def test_onnx_predict_runs_without_torch_and_matches_the_pipeline(tiny_export, minicook_work, tmp_path):

@@ -4,7 +4,9 @@ on onnxruntime (no PyTorch).
 Endpoints
     ``GET /``                    the search page (static HTML + JS calling the API)
     ``GET /search?q=&k=&rerank=`` text -> the k best segments by embedding similarity; ``rerank=alignment``
-                                 re-orders the best `rerank_pool` by the alignment head (one pass per candidate)
+                                 re-orders the best `rerank_pool` by the alignment head (one pass per candidate),
+                                 ``rerank=likelihood`` by the masked-word likelihood (one pass per query word piece
+                                 and candidate; `tasks.retrieval` explains both)
     ``POST /predict``            a video upload (multipart field ``file``) -> visual words and zero-shot verb / noun
                                  per window (`serving.onnx_predict`)
     ``GET /thumbs/{id}.jpg``, ``GET /media/{id}``  a segment's thumbnail and its video (for the page's player)
@@ -75,7 +77,7 @@ class ServeLimits:
     max_query_chars: int = 500
     """Longest query text."""
     rerank_pool: int = 50
-    """Candidates the alignment head re-orders (the best by embedding)."""
+    """Candidates a rerank re-orders (the best by embedding)."""
 
     def __post_init__(self) -> None:
         for name in ("max_upload_mb", "max_video_seconds", "timeout_s"):
@@ -149,22 +151,26 @@ class SearchService:
 
     def search(self, query: str, k: int, rerank: str = "none") -> list[dict[str, Any]]:
         """The k best segments for `query`, best first, with their metadata and scores."""
-        pool = max(k, self.limits.rerank_pool) if rerank == "alignment" else k
+        pool = k if rerank == "none" else max(k, self.limits.rerank_pool)
         similarity, ids = self.index.search(self.runner.embed(texts=[query]), pool)  # (1, pool) each
         found = ids[0] >= 0
         similarity, ids = similarity[0][found], ids[0][found]
         rows = self.index.rows(ids)
-        if rerank == "alignment" and rows:
-            aligned = self.runner.alignment([query] * len(rows), [r["tokens"] for r in rows])
-            order = np.argsort(-aligned, kind="stable")[:k]
-            rows = [dict(rows[i], alignment=float(aligned[i])) for i in order]
+        if rerank != "none" and rows:
+            words = [r["tokens"] for r in rows]
+            if rerank == "alignment":
+                rerank_scores = self.runner.alignment([query] * len(rows), words)
+            else:
+                rerank_scores = self.runner.likelihood(query, words)
+            order = np.argsort(-rerank_scores, kind="stable")[:k]
+            rows = [dict(rows[i], rerank_score=float(rerank_scores[i])) for i in order]
             similarity = similarity[order]
         results = []
         for row, score in zip(rows, similarity):
             segment_id = row["id"]
             results.append({
                 "id": segment_id, "video": row["video"], "start": row["start"], "end": row["end"],
-                "caption": row["caption"], "score": float(score), "alignment": row.get("alignment"),
+                "caption": row["caption"], "score": float(score), "rerank_score": row.get("rerank_score"),
                 "thumbnail": f"/thumbs/{segment_id}.jpg" if row["thumbnail"] else None,
                 "media": f"/media/{segment_id}",
             })  # fmt: skip
@@ -256,7 +262,9 @@ def create_app(service: SearchService) -> FastAPI:
     async def search(
         q: str = Query(..., min_length=1, max_length=limits.max_query_chars, description="Text to search for."),
         k: int = Query(10, ge=1, le=limits.max_k, description="Number of results."),
-        rerank: Literal["none", "alignment"] = Query("none", description="Re-order by the alignment head."),
+        rerank: Literal["none", "alignment", "likelihood"] = Query(
+            "none", description="Re-order the best by the alignment head or by the masked-word likelihood."
+        ),
     ) -> dict[str, Any]:
         if not q.strip():
             raise HTTPException(422, "the query is empty")

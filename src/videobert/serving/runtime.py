@@ -25,7 +25,7 @@ import numpy as np
 
 from videobert.tasks.template import TEMPLATE, LabelSet, score_template
 from videobert.tokenizer.hkmeans import VisualTokenizer
-from videobert.tokenizer.joint import JointEncoder, JointLayout
+from videobert.tokenizer.joint import JointEncoder, JointLayout, pad_joint
 from videobert.utils.errors import ConfigError, InputError
 from videobert.utils.io import read_json
 
@@ -181,6 +181,28 @@ class OnnxVideoBert:
             logits = logits.astype(np.float64)
             out.append(logits[:, ALIGNED] - logits[:, 1 - ALIGNED])
         return np.concatenate(out)
+
+    def likelihood(self, text: str, visual_tokens: Sequence[Sequence[int]], batch_size: int = 64) -> np.ndarray:
+        """(videos,) how much each video raises the masked-word likelihood of `text`: the pointwise mutual information
+        of `tasks.retrieval.likelihood_similarity`, sum over the text's pieces of log P(piece | text with it masked,
+        video) minus the same without video. One sequence per (piece, video)."""
+        contexts: list[Sequence[int] | None] = [*visual_tokens, None]  # the last: without video
+        encoded = [self.joint.encode(text, context) for context in contexts]
+        # Pieces kept by every encoding (a long text is cut beside a long video): [CLS] text [>] / [CLS] text [SEP].
+        pieces = min(e["token_type_ids"].count(0) - 2 for e in encoded)
+        jobs = [(j, 1 + p) for j in range(len(contexts)) for p in range(pieces)]  # text pieces sit at 1..pieces
+        scores = np.zeros(len(contexts))
+        for start in range(0, len(jobs), batch_size):
+            chunk = jobs[start : start + batch_size]
+            batch = pad_joint(self.layout, [encoded[j] for j, _ in chunk])
+            rows, positions = np.arange(len(chunk)), np.asarray([p for _, p in chunk])
+            gold = batch["input_ids"][rows, positions].copy()
+            batch["input_ids"][rows, positions] = self.layout.mask_token_id
+            logits = self.run(batch, positions[:, None]).mask_logits[:, 0, : self.layout.text_vocab_size]  # (chunk, text)
+            logits = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
+            log_probs = logits[rows, gold] - np.log(np.exp(logits).sum(axis=1))
+            np.add.at(scores, [j for j, _ in chunk], log_probs)
+        return scores[:-1] - scores[-1]
 
     def label_sets(self, verbs: Sequence[str] | None = None, nouns: Sequence[str] | None = None) -> dict[str, LabelSet]:
         """The candidate verbs and nouns: the given ones, else those recorded at export from the work directory."""

@@ -324,8 +324,9 @@ def serve(
     max_upload_mb: float = 50.0,
     timeout: float = 30.0,
     search_workers: int = 2,
+    search_queue: int = 64,
     predict_workers: int = 1,
-    queue: int = 64,
+    predict_queue: int = 4,
 ) -> None:
     """Serve an index over HTTP: text search of its segments, predictions on uploaded videos, a search page at /.
 
@@ -339,14 +340,15 @@ def serve(
         max_upload_mb: Largest upload POST /predict accepts, in MB.
         timeout: Seconds a request waits for its result before 504.
         search_workers: Searches run at the same time.
+        search_queue: Searches waiting for a worker; more get 429.
         predict_workers: Predictions run at the same time.
-        queue: Searches waiting for a worker before 429 (predictions: a sixteenth of it, at least 1).
+        predict_queue: Predictions waiting for a worker; more get 429.
     """
     import uvicorn
 
     limits = ServeLimits(
-        max_upload_mb=max_upload_mb, timeout_s=timeout, search_workers=search_workers, search_queue=queue,
-        predict_workers=predict_workers, predict_queue=max(1, queue // 16),
+        max_upload_mb=max_upload_mb, timeout_s=timeout, search_workers=search_workers, search_queue=search_queue,
+        predict_workers=predict_workers, predict_queue=predict_queue,
     )  # fmt: skip
     if not _is_loopback(host):
         logger.warning("listening on %s: the server is reachable from other machines", host)

@@ -26,7 +26,6 @@ The directory is written next to OUT and renamed onto it at the end, so OUT is a
 """
 from __future__ import annotations
 
-import logging
 import shutil
 import tempfile
 import warnings
@@ -50,8 +49,6 @@ from videobert.tokenizer.joint import JointLayout
 from videobert.utils.errors import ConfigError, InputError
 from videobert.utils.io import file_sha256, write_json
 from videobert.utils.stage import StageReport
-
-logger = logging.getLogger(__name__)
 
 STAGE = "export"
 FORMATS = ("onnx",)

@@ -4,6 +4,7 @@ the size of the graphs.
     .venv/bin/python benchmarks/serving.py                       # MiniLM-size model (6 x 384), 2 threads
     .venv/bin/python benchmarks/serving.py --init scratch:2x256  # the demo's size
     .venv/bin/python benchmarks/serving.py --model MODEL --work WORK   # a model of yours
+    .venv/bin/python benchmarks/serving.py --static                    # + static int8 calibrated on WORK's clips
 
 Without --model, a VideoBERT is built the way `videobert pretrain --init INIT` starts one, over the visual vocabulary
 of a small generated MiniCook work directory (made in a temporary directory unless --work is given); it is not
@@ -15,6 +16,10 @@ visual words [SEP]`, the two masks scored), at batch 1 and 32. The three engines
 (`--reps` rounds after 3 warm-up calls) so that load changes on a shared machine hit them alike; the median time per
 call is reported. PyTorch runs the same module the export traced (`serving.export.VideoBertHeads`) under
 `torch.inference_mode` with SDPA attention, as `predict` runs the model; both engines get --threads threads.
+
+--static adds onnxruntime's static int8 quantisation (QDQ, weights per channel, activations calibrated with MinMax
+on the zero-shot inputs of up to 64 training segments of the work directory) as a fourth engine, with its zero-shot
+agreement, to compare with the dynamic quantisation `export` writes.
 """
 from __future__ import annotations
 
@@ -62,6 +67,42 @@ def build_model(work: Path, init: str, out: Path) -> Path:
     return out
 
 
+def static_int8(export_dir: Path, work: Path, out: Path) -> Path:
+    """A copy of `export_dir` whose int8 graph is statically quantised, calibrated on `work`'s training segments."""
+    import shutil
+
+    import pyarrow.compute as pc
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    from videobert.data.ingest import load_segments
+    from videobert.serving.runtime import OnnxVideoBert
+    from videobert.tasks.evaluate import segment_visual_tokens
+    from videobert.tasks.template import TEMPLATE
+
+    shutil.copytree(export_dir, out, ignore=shutil.ignore_patterns("*.int8.onnx"))
+    runner = OnnxVideoBert(out)
+    segments = load_segments(work)
+    train = segments.filter(pc.equal(segments["split"], "train"))
+    visual = [v.tolist() for v in segment_visual_tokens(work / "tokens.parquet", train) if len(v)][:64]
+    feeds = []
+    for start in range(0, len(visual), 16):
+        batch = runner.joint.batch_encode([TEMPLATE] * len(visual[start : start + 16]), visual[start : start + 16])
+        masked = batch["input_ids"] == runner.layout.mask_token_id
+        feeds.append({**batch, "mask_positions": np.stack([np.flatnonzero(row) for row in masked])})
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.feeds = iter(feeds)
+
+        def get_next(self) -> dict | None:
+            return next(self.feeds, None)
+
+    quantize_static(out / "videobert.onnx", out / "videobert.int8.onnx", Reader(), quant_format=QuantFormat.QDQ,
+                    per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    op_types_to_quantize=["MatMul", "Gather"], extra_options={"MatMulConstBOnly": True})  # fmt: skip
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, help="a VideoBERT model directory (default: built, see above)")
@@ -70,6 +111,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--reps", type=int, default=15)
     parser.add_argument("--batches", default="1,32")
+    parser.add_argument("--static", action="store_true", help="also static int8 (see above)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -90,6 +132,14 @@ def main() -> None:
     heads = VideoBertHeads(network)
     engines = {precision: OnnxVideoBert(tmp / "export", precision=precision, threads=args.threads)
                for precision in ("fp32", "int8")}  # fmt: skip
+    static_agreement = None
+    if args.static:
+        from videobert.serving.export import _zero_shot_agreement, _zero_shot_data
+
+        static_dir = static_int8(tmp / "export", work, tmp / "static")
+        engines["static int8"] = OnnxVideoBert(static_dir, precision="int8", threads=args.threads)
+        static_agreement = _zero_shot_agreement(network, static_dir, {"int8": "videobert.int8.onnx"},
+                                                _zero_shot_data(network, work, "test"))["int8"]  # fmt: skip
     rng = np.random.default_rng(0)
     results = {}
     for batch_size in (int(b) for b in args.batches.split(",")):
@@ -126,7 +176,7 @@ def main() -> None:
     print("| batch | seq | engine | ms / call | sequences / s | speed-up vs eager |")
     print("|---|---|---|---|---|---|")
     for batch_size, row in results.items():
-        for name in ("pytorch eager", "onnx fp32", "onnx int8"):
+        for name in [name for name in row if name != "seq"]:
             print(f"| {batch_size} | {row['seq']} | {name} | {1e3 * row[name]:.2f} | {batch_size / row[name]:.0f} | "
                   f"{row['pytorch eager'] / row[name]:.2f}x |")  # fmt: skip
     print()
@@ -137,6 +187,9 @@ def main() -> None:
         print(f"parity {precision}: max |diff| {p['max_abs_diff']:.2e}, zero-shot top-1 agreement verb "
               f"{p['verb_top1_agreement']:.3f} / noun {p['noun_top1_agreement']:.3f} on {p['zero_shot_segments']} "
               f"test segments")  # fmt: skip
+    if static_agreement is not None:
+        print(f"parity static int8: zero-shot top-1 agreement verb {static_agreement['verb_top1_agreement']:.3f} / "
+              f"noun {static_agreement['noun_top1_agreement']:.3f}")
 
 
 if __name__ == "__main__":

@@ -28,6 +28,10 @@ COMMANDS: dict[str, str] = {
     "evaluate": "videobert.tasks.evaluate:evaluate",
     "finetune": "videobert.tasks.finetune:finetune",
     "predict": "videobert.tasks.predict:predict",
+    "export": "videobert.serving.export:export",
+    "onnx_predict": "videobert.serving.onnx_predict:onnx_predict",
+    "index": "videobert.serving.index:index",
+    "serve": "videobert.serving.app:serve",
     "demo": "videobert.pipeline:demo",
 }
 

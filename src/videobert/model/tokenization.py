@@ -24,10 +24,10 @@ import torch
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from videobert.model.configuration import VideoBertConfig, require_videobert_dir
+from videobert.tokenizer.joint import TEXT_TYPE, VISUAL_TYPE, JointEncoder
 from videobert.utils.errors import ConfigError
 
-TEXT_TYPE = 0
-VISUAL_TYPE = 1
+__all__ = ["TEXT_TYPE", "VISUAL_TYPE", "VideoBertTokenizer"]
 
 
 class VideoBertTokenizer:
@@ -51,6 +51,8 @@ class VideoBertTokenizer:
                     f"the text tokenizer's {role} token id is {token_id}, the model's config says "
                     f"{getattr(config, f'{role}_token_id')}"
                 )
+        # The sequence layout itself lives in tokenizer.joint, shared with the torch-free ONNX runtime.
+        self.joint = JointEncoder(self._text_ids, config)
 
     @classmethod
     def from_pretrained(
@@ -91,26 +93,7 @@ class VideoBertTokenizer:
         into half of the budget is kept whole, so neither modality crowds out the other; both sides keep their
         beginning.
         """
-        if text is None and visual_tokens is None:
-            raise ValueError("encode needs text, visual_tokens or both")
-        max_length = self.config.max_position_embeddings if max_length is None else max_length
-        text_ids = [] if text is None else self.text_tokenizer.encode(text, add_special_tokens=False)
-        visual_ids = [] if visual_tokens is None else self._visual_ids(visual_tokens)
-        n_special = 2 if visual_tokens is None else 3  # [CLS], [SEP] and, with video, [>]
-        if max_length < n_special:
-            raise ConfigError(f"max_length={max_length} leaves no room for the {n_special} special tokens")
-        n_text, n_visual = _fair_lengths(len(text_ids), len(visual_ids), max_length - n_special)
-
-        input_ids = [self.config.cls_token_id, *text_ids[:n_text]]
-        if visual_tokens is None:
-            input_ids.append(self.config.sep_token_id)
-            token_type_ids = [TEXT_TYPE] * len(input_ids)
-        else:
-            input_ids.append(self.config.visual_separator_token_id)
-            n_text_segment = len(input_ids)
-            input_ids += [*visual_ids[:n_visual], self.config.sep_token_id]
-            token_type_ids = [TEXT_TYPE] * n_text_segment + [VISUAL_TYPE] * (len(input_ids) - n_text_segment)
-        return {"input_ids": input_ids, "token_type_ids": token_type_ids, "attention_mask": [1] * len(input_ids)}
+        return self.joint.encode(text, visual_tokens, max_length)
 
     def batch_encode(
         self,
@@ -123,25 +106,8 @@ class VideoBertTokenizer:
 
         Returns (batch, seq) int64 tensors; padding has `[PAD]` ids, token type 0 and attention mask 0.
         """
-        if texts is None and visual_tokens is None:
-            raise ValueError("batch_encode needs texts, visual_tokens or both")
-        n = len(texts) if texts is not None else len(visual_tokens)
-        texts = [None] * n if texts is None else texts
-        visual_tokens = [None] * n if visual_tokens is None else visual_tokens
-        if len(texts) != len(visual_tokens):
-            raise ValueError(f"got {len(texts)} texts but {len(visual_tokens)} visual sequences")
-        if padding not in ("longest", "max_length"):
-            raise ValueError(f"padding must be 'longest' or 'max_length', got {padding!r}")
-        encoded = [self.encode(t, v, max_length) for t, v in zip(texts, visual_tokens)]
-        if padding == "max_length":
-            width = self.config.max_position_embeddings if max_length is None else max_length
-        else:
-            width = max(len(e["input_ids"]) for e in encoded)
-        pad_values = {"input_ids": self.config.pad_token_id, "token_type_ids": TEXT_TYPE, "attention_mask": 0}
-        return {
-            key: torch.tensor([e[key] + [pad] * (width - len(e[key])) for e in encoded], dtype=torch.long)
-            for key, pad in pad_values.items()
-        }
+        batch = self.joint.batch_encode(texts, visual_tokens, max_length, padding)
+        return {key: torch.from_numpy(value) for key, value in batch.items()}
 
     def convert_ids_to_tokens(self, ids: Sequence[int] | torch.Tensor) -> list[str]:
         """Token strings; visual words render as `[V{v}]`."""
@@ -163,6 +129,9 @@ class VideoBertTokenizer:
                 pieces.append(self._token(token_id))
         return " ".join(piece for piece in pieces if piece)
 
+    def _text_ids(self, text: str) -> list[int]:
+        return self.text_tokenizer.encode(text, add_special_tokens=False)
+
     def _token(self, token_id: int) -> str:
         if self.config.is_text(token_id):
             return self.text_tokenizer.convert_ids_to_tokens(token_id)
@@ -171,25 +140,6 @@ class VideoBertTokenizer:
         if self.config.is_visual(token_id):
             return f"[V{self.config.id_to_visual_token(token_id)}]"
         raise ConfigError(f"id {token_id} is outside the joint vocabulary [0, {self.config.vocab_size})")
-
-    def _visual_ids(self, visual_tokens: Sequence[int]) -> list[int]:
-        tokens = [int(v) for v in visual_tokens]
-        out_of_range = [v for v in tokens if not 0 <= v < self.config.visual_vocab_size]
-        if out_of_range:
-            raise ConfigError(
-                f"visual token {out_of_range[0]} is outside the visual vocabulary "
-                f"[0, {self.config.visual_vocab_size}); were these tokens made with another vocabulary?"
-            )
-        return [self.config.visual_token_to_id(v) for v in tokens]
-
-
-def _fair_lengths(n_text: int, n_visual: int, budget: int) -> tuple[int, int]:
-    """How many text and visual tokens to keep within `budget`: the shorter side is kept whole when it fits into
-    its half, the longer side gets the rest; when both exceed their half, text gets ceil(budget / 2)."""
-    if n_text + n_visual <= budget:
-        return n_text, n_visual
-    keep_text = min(n_text, max(budget - budget // 2, budget - n_visual))
-    return keep_text, min(n_visual, budget - keep_text)
 
 
 def _as_list(ids: Sequence[int] | torch.Tensor) -> list[int]:

@@ -51,13 +51,13 @@ import numpy as np
 import torch
 
 from videobert.data.transcripts import TRANSCRIPT_EXTENSIONS, load_transcript
-from videobert.data.video import ClipDecoder, probe
-from videobert.features.backbones import get_backbone
+from videobert.data.video import probe
+from videobert.features.words import require_feature_source, visual_words
 from videobert.model import VideoBertForPreTraining, require_tokenizer
 from videobert.model.modeling import VISUAL_VOCAB_DIR
 from videobert.tasks.retrieval import alignment_similarity
-from videobert.tasks.zeroshot import TEMPLATE, LabelSet, split_template, template_scores
-from videobert.tokenizer.hkmeans import CONFIG_FILE, FeatureSource
+from videobert.tasks.template import TEMPLATE, LabelSet, split_template, top_labels
+from videobert.tasks.zeroshot import template_scores
 from videobert.training.data import VideoRecord, visual_sentence
 from videobert.utils.device import resolve_device
 from videobert.utils.errors import ConfigError, InputError
@@ -67,7 +67,6 @@ from videobert.utils.stage import StageReport
 logger = logging.getLogger(__name__)
 
 STAGE = "predict"
-TOP_K = 5
 SLOTS = ("verb", "noun")
 
 
@@ -116,7 +115,7 @@ def predict(
         raise InputError(model, "model directory not found")
     network = VideoBertForPreTraining.from_pretrained(model)
     require_tokenizer(network, model)
-    source = _feature_source(network, model)
+    source = require_feature_source(network.visual_tokenizer, model / VISUAL_VOCAB_DIR)
     split_template(template, network.config.mask_token)  # a bad template fails before any decoding
     labels = {slot: _labels(slot, given, work, network) for slot, given in (("verb", verbs), ("noun", nouns))}
     info = probe(video, verify=False)  # a corrupt file or one without a video stream fails here, naming it
@@ -126,7 +125,7 @@ def predict(
     # Parsed before decoding, so that a bad subtitle file fails fast.
     cues = load_transcript(subtitles, info.duration).sentences if subtitles is not None else []
 
-    starts, ends, tokens, features = visual_words(network, source, video, batch_size, device)
+    starts, ends, tokens, features = visual_words(network.visual_tokenizer, source, video, batch_size, device)
     if not len(tokens):
         raise InputError(video, f"shorter than one clip ({source.clip_frames / source.fps:g} s): no visual words")
     record = VideoRecord(str(video), np.asarray(starts), np.asarray(ends), tokens.astype(np.int64))
@@ -199,49 +198,6 @@ def find_subtitles(video: Path) -> Path | None:
     return next((by_ext[ext] for ext in TRANSCRIPT_EXTENSIONS if ext in by_ext), None)
 
 
-def visual_words(
-    network: VideoBertForPreTraining, source: FeatureSource, video: Path, batch_size: int, device: str
-) -> tuple[list[float], list[float], np.ndarray, np.ndarray]:
-    """Clip starts, clip ends (seconds), the (clips,) int32 visual words and the (clips, D) float32 clip features of
-    `video`, made with the backbone and clip sampling of `source` and the model's visual tokenizer."""
-    backbone = get_backbone(source.backbone, device)
-    if backbone.dim != source.dim or tuple(backbone.clip_size) != source.size:
-        raise ConfigError(
-            f"backbone {source.backbone!r} now gives {backbone.dim}-d features of {backbone.clip_size} frames, the "
-            f"model's vocabulary was fitted on {source.dim}-d features of {source.size} frames"
-        )
-    decoder = ClipDecoder(fps=source.fps, clip_frames=source.clip_frames, size=source.size)
-    starts: list[float] = []
-    ends: list[float] = []
-    features: list[np.ndarray] = []
-    batch: list[np.ndarray] = []
-    for clip in decoder.clips(video):
-        starts.append(clip.start)
-        ends.append(clip.end)
-        batch.append(clip.frames)
-        if len(batch) == batch_size:
-            features.append(backbone(np.stack(batch)))  # (B, T, H, W, 3) -> (B, D)
-            batch = []
-    if batch:
-        features.append(backbone(np.stack(batch)))
-    if not features:
-        return starts, ends, np.zeros(0, np.int32), np.zeros((0, source.dim), np.float32)
-    # The feature store keeps float16; rounding the same way gives the same words as `extract` + `tokenize`.
-    stacked = np.concatenate(features).astype(np.float16)  # (clips, D)
-    tokenizer = network.visual_tokenizer
-    # A vocabulary that centres videos takes the mean of this video's clips, as `tokenize` takes each video's.
-    means = np.broadcast_to(stacked.astype(np.float32).mean(axis=0), stacked.shape) if tokenizer.centres_videos else None
-    return starts, ends, tokenizer.encode(stacked, means=means), stacked.astype(np.float32)
-
-
-def top_labels(scores: np.ndarray, labels: LabelSet, k: int = TOP_K) -> list[dict[str, Any]]:
-    """The `k` best of `labels` by `scores` (L,) mean log-probabilities, best first: {label, prob, log_prob}, prob
-    the softmax over all L candidates."""
-    probs = torch.from_numpy(np.asarray(scores, dtype=np.float64)).softmax(dim=0).numpy()
-    order = np.argsort(-probs, kind="stable")[:k]
-    return [{"label": labels.names[i], "prob": float(probs[i]), "log_prob": float(scores[i])} for i in order]
-
-
 def alignment_summary(sentences: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Counts and means over the scored sentences; `own_above_control` is the share of sentences with a control
     whose own window scores higher than the control (None where nothing is scored or controlled)."""
@@ -258,22 +214,6 @@ def alignment_summary(sentences: Sequence[dict[str, Any]]) -> dict[str, Any]:
             float(np.mean([s["p_aligned"] > s["control_p_aligned"] for s in controlled])) if controlled else None
         ),
     }
-
-
-def _feature_source(network: VideoBertForPreTraining, model: Path) -> FeatureSource:
-    """The model's record of how its visual vocabulary's features were made, or a `ConfigError` saying how to get
-    one."""
-    vocab_config = model / VISUAL_VOCAB_DIR / CONFIG_FILE
-    if network.visual_tokenizer is None:
-        raise ConfigError(f"{model}: no {VISUAL_VOCAB_DIR}/; the model cannot turn a video into visual words")
-    if network.visual_tokenizer.feature_source is None:
-        raise ConfigError(
-            f"{vocab_config} does not record how the vocabulary's features were made (backbone, clip sampling); "
-            "the model predates that record. Run `videobert vocab` on its work directory (which adds the record "
-            "without changing the vocabulary) and copy WORK/vocab/config.json over this file, or add to it a "
-            '"feature_source" entry with the contents of WORK/features/meta.json'
-        )
-    return network.visual_tokenizer.feature_source
 
 
 def _labels(slot: str, given: str, work: Path | None, network: VideoBertForPreTraining) -> LabelSet:

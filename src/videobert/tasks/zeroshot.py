@@ -27,93 +27,21 @@ Label vocabulary
 """
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
-from transformers import PreTrainedTokenizerBase
 
 from videobert.model.modeling import IGNORE_INDEX
 from videobert.model.tokenization import VideoBertTokenizer
 from videobert.tasks.metrics import top_k_accuracy
-from videobert.utils.errors import ConfigError
+from videobert.tasks.template import SLOTS, TEMPLATE, LabelSet, fill_template, score_template, split_template
 
-logger = logging.getLogger(__name__)
-
-TEMPLATE = "now let me show you how to [MASK] the [MASK]"
-SLOTS = ("verb", "noun")
 METHODS = ("language_prior", "videobert")
 TOP_K = (1, 5)
 
-
-@dataclass(frozen=True)
-class LabelSet:
-    """The candidates of one template slot: distinct labels, sorted, and the WordPiece ids of each."""
-
-    names: tuple[str, ...]
-    pieces: tuple[tuple[int, ...], ...]
-
-    @classmethod
-    def from_values(cls, values: Iterable[str | None], text_tokenizer: PreTrainedTokenizerBase) -> "LabelSet":
-        """The distinct non-empty `values` (surrounding whitespace removed), tokenized with `text_tokenizer`."""
-        names = sorted({v.strip() for v in values if v is not None and v.strip()})
-        if not names:
-            raise ValueError("no labels: every value is missing or empty")
-        pieces = tuple(tuple(text_tokenizer.encode(name, add_special_tokens=False)) for name in names)
-        for name, ids in zip(names, pieces):
-            if not ids:
-                raise ValueError(f"label {name!r} has no WordPiece pieces")
-            if text_tokenizer.unk_token_id in ids:
-                # Still a candidate, but one the model can only predict through [UNK]: worth a word to the user.
-                logger.warning("label %r contains %s for the text tokenizer", name, text_tokenizer.unk_token)
-        return cls(tuple(names), pieces)
-
-    def __len__(self) -> int:
-        return len(self.names)
-
-    def index(self, values: Sequence[str | None]) -> np.ndarray:
-        """(len(values),) index of each value in `names`, -1 for a missing or empty value."""
-        position = {name: i for i, name in enumerate(self.names)}
-        out = np.full(len(values), -1, dtype=np.int64)
-        for row, value in enumerate(values):
-            if value is None or not value.strip():
-                continue
-            if value.strip() not in position:
-                raise ValueError(f"label {value!r} is not among the {len(self.names)} candidates")
-            out[row] = position[value.strip()]
-        return out
-
-    def groups(self) -> dict[int, tuple[np.ndarray, torch.Tensor]]:
-        """Piece count n -> (label indices (L_n,), their piece ids (L_n, n))."""
-        by_length: dict[int, list[int]] = {}
-        for i, ids in enumerate(self.pieces):
-            by_length.setdefault(len(ids), []).append(i)
-        return {
-            n: (np.asarray(rows), torch.tensor([self.pieces[i] for i in rows], dtype=torch.long))
-            for n, rows in sorted(by_length.items())
-        }
-
-
-def split_template(template: str, mask_token: str) -> tuple[str, str, str]:
-    """The text before the verb slot, between the slots and after the noun slot; `ConfigError` unless the template
-    has exactly two `mask_token`s."""
-    parts = template.split(mask_token)
-    if len(parts) != 3:
-        raise ConfigError(
-            f"the template must contain exactly two {mask_token} (verb, then noun), found {len(parts) - 1} in "
-            f"{template!r}"
-        )
-    return parts[0], parts[1], parts[2]
-
-
-def fill_template(template: str, mask_token: str, verb_masks: int, noun_masks: int) -> str:
-    """`template` with `verb_masks` mask tokens in the verb slot and `noun_masks` in the noun slot."""
-    before, between, after = split_template(template, mask_token)
-    return before + " ".join([mask_token] * verb_masks) + between + " ".join([mask_token] * noun_masks) + after
+__all__ = ["TEMPLATE", "SLOTS", "LabelSet", "fill_template", "split_template", "template_scores", "zero_shot"]
 
 
 def model_device(model: Any) -> torch.device:
@@ -148,49 +76,23 @@ def template_scores(
     `prediction_logits` of the labelled positions, (num_labelled, vocab) in row-major order; it runs as it is
     (the caller chooses eval mode and gradient handling).
     """
-    if batch_size < 1:
-        raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
     config = tokenizer.config
-    verb_groups, noun_groups = verbs.groups(), nouns.groups()
-    layouts = sorted({(n, 1) for n in verb_groups} | {(1, m) for m in noun_groups})
-    texts = {layout: fill_template(template, config.mask_token, *layout) for layout in layouts}
-    jobs = [(example, layout) for example in range(len(visual_tokens)) for layout in layouts]
-    verb_scores = np.full((len(visual_tokens), len(verbs)), np.nan)
-    noun_scores = np.full((len(visual_tokens), len(nouns)), np.nan)
     device = model_device(model)
 
-    for start in tqdm(range(0, len(jobs), batch_size), desc="zero-shot", leave=False, disable=None):
-        chunk = jobs[start : start + batch_size]
-        chunk_texts = [texts[layout] for _, layout in chunk]
-        batch = encode_batch(tokenizer, chunk_texts, [visual_tokens[example] for example, _ in chunk], device)
-        masked = batch["input_ids"] == config.mask_token_id  # (batch, seq)
-        counts = masked.sum(dim=1).tolist()
-        if counts != [sum(layout) for _, layout in chunk]:
-            raise ConfigError(
-                f"the template {template!r} does not keep its {config.mask_token} slots once encoded; is it longer "
-                f"than the model's {config.max_position_embeddings} positions?"
-            )
+    def encode(texts: Sequence[str | None], visual: Sequence[Sequence[int] | None]) -> dict[str, np.ndarray]:
+        return tokenizer.joint.batch_encode(texts, visual)
+
+    def masked_log_probs(batch: dict[str, np.ndarray], masked: np.ndarray) -> np.ndarray:
+        inputs = {key: torch.from_numpy(value).to(device) for key, value in batch.items()}
         # Labels mark the positions to score: the model then projects only those onto the vocabulary.
-        labels = torch.where(masked, batch["input_ids"], IGNORE_INDEX)  # (batch, seq)
-        logits = model(**batch, labels=labels).prediction_logits  # (num_masked, vocab), row-major
-        log_probs = logits[:, : config.text_vocab_size].float().log_softmax(dim=-1)  # (num_masked, text_vocab)
-        for (example, (n_verb, n_noun)), rows in zip(chunk, log_probs.split(counts)):
-            # rows: (n_verb + n_noun, text_vocab), the verb slot's masks first.
-            if n_noun == 1 and n_verb in verb_groups:
-                labels_of_length, pieces = verb_groups[n_verb]
-                verb_scores[example, labels_of_length] = _mean_piece_log_prob(rows[:n_verb], pieces)
-            if n_verb == 1 and n_noun in noun_groups:
-                labels_of_length, pieces = noun_groups[n_noun]
-                noun_scores[example, labels_of_length] = _mean_piece_log_prob(rows[n_verb:], pieces)
-    return verb_scores, noun_scores
+        labels = torch.where(torch.from_numpy(masked).to(device), inputs["input_ids"], IGNORE_INDEX)  # (batch, seq)
+        logits = model(**inputs, labels=labels).prediction_logits  # (num_masked, vocab), row-major
+        return logits[:, : config.text_vocab_size].float().log_softmax(dim=-1).cpu().numpy()  # (num_masked, text_vocab)
 
-
-def _mean_piece_log_prob(rows: torch.Tensor, pieces: torch.Tensor) -> np.ndarray:
-    """(L,) mean over j of rows[j, pieces[:, j]], for `rows` (n, text_vocab) the log-probs at a slot's n masks and
-    `pieces` (L, n) the piece ids of L labels."""
-    n = pieces.shape[1]
-    per_piece = rows[torch.arange(n, device=rows.device)[None, :], pieces.to(rows.device)]  # (L, n)
-    return per_piece.mean(dim=1).double().cpu().numpy()
+    return score_template(
+        encode, masked_log_probs, config.mask_token, config.mask_token_id, config.max_position_embeddings,
+        visual_tokens, verbs, nouns, template, batch_size,
+    )  # fmt: skip
 
 
 def zero_shot(

@@ -248,3 +248,9 @@ def test_the_pixels_descriptor_is_read_beside_the_frames(tiny_work, tmp_path):
     assert features.shape == (2, 32) and not np.allclose(features, other, atol=1e-3)
     with pytest.raises(ValueError, match="descriptor"):
         model(clips=torch.from_numpy(clips))
+
+
+def test_a_finished_descriptor_encoder_is_recognised_on_a_rerun(tiny_work, tmp_path):
+    settings = {**TRAIN, "steps": 2, "descriptor": "pixels", "image_size": 32}
+    assert train_encoder(tiny_work, out=tmp_path / "enc", **settings).done == 1
+    assert train_encoder(tiny_work, out=tmp_path / "enc", **settings).skipped == 1

@@ -447,7 +447,7 @@ def train_encoder(
     model_fields = {"image_size": image_size, "num_frames": num_frames, "hidden_size": hidden_size,
                     "temporal_layers": temporal_layers, "causal": causal,
                     "descriptor": None if descriptor == "none" else descriptor}  # fmt: skip
-    identity = {"training": asdict(config), "model": model_fields, "text": text, "fps": fps,
+    identity = {"training": asdict(config), "model": dict(model_fields), "text": text, "fps": fps,
                 "clip_frames": clip_frames, "videos": sorted(v for v, _ in train)}  # fmt: skip
     record = out / TRAINING_FILE
     if record.is_file():

@@ -58,7 +58,7 @@ from transformers.models.bart.modeling_bart import shift_tokens_right
 from transformers.utils import ModelOutput
 from transformers.utils.generic import can_return_tuple
 
-from videobert.model.configuration import VideoBertConfig, require_model_dir
+from videobert.model.configuration import VideoBertConfig, require_model_dir, require_visual_words
 from videobert.model.modeling import (
     IGNORE_INDEX,
     VISUAL_VOCAB_DIR,
@@ -408,6 +408,7 @@ class VideoBertForCaptioning(PreTrainedModel, GenerationMixin):
         if encoder_mode not in ENCODER_MODES:
             raise ConfigError(f"encoder must be one of {', '.join(ENCODER_MODES)}, got {encoder_mode!r}")
         source = VideoBertForPreTraining.from_pretrained(model_dir)
+        require_visual_words(source.config, model_dir, "captioning")
         require_tokenizer(source, model_dir)
         config = VideoBertCaptioningConfig.for_encoder(
             source.config, encoder_mode=encoder_mode, feature_dim=feature_dim, encoder_source=str(model_dir),

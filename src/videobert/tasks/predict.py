@@ -53,6 +53,7 @@ import torch
 from videobert.data.transcripts import TRANSCRIPT_EXTENSIONS, load_transcript
 from videobert.data.video import ClipDecoder, probe
 from videobert.features.backbones import get_backbone
+from videobert.model.configuration import require_visual_words
 from videobert.model import VideoBertForPreTraining, require_tokenizer
 from videobert.model.modeling import VISUAL_VOCAB_DIR
 from videobert.tasks.retrieval import alignment_similarity
@@ -115,6 +116,7 @@ def predict(
     if not model.is_dir():  # from_pretrained would take a missing path for a Hub id and go online
         raise InputError(model, "model directory not found")
     network = VideoBertForPreTraining.from_pretrained(model)
+    require_visual_words(network.config, model, "predict")
     require_tokenizer(network, model)
     source = _feature_source(network, model)
     split_template(template, network.config.mask_token)  # a bad template fails before any decoding

@@ -79,7 +79,7 @@ import torch.nn.functional as F
 from videobert.data.ingest import load_segments
 from videobert.model import ALIGNED, NOT_ALIGNED, VideoBertConfig, VideoBertForPreTraining, VideoBertTokenizer
 from videobert.model.captioning import VideoBertCaptioningConfig, VideoBertForCaptioning
-from videobert.model.configuration import directory_model_type
+from videobert.model.configuration import directory_model_type, require_visual_words
 from videobert.model.modeling import IGNORE_INDEX, require_tokenizer
 from videobert.tasks.caption import Seq2SeqExamples, generate_texts, train_seq2seq
 from videobert.tasks.evaluate import segment_visual_tokens
@@ -484,6 +484,7 @@ def load_questions(work: str | Path, tokens_path: Path, split: str, seed: int, n
 
 def _load_model(model: Path) -> VideoBertForPreTraining:
     network = VideoBertForPreTraining.from_pretrained(model)
+    require_visual_words(network.config, model, "question answering")
     require_tokenizer(network, model)
     return network
 

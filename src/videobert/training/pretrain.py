@@ -67,10 +67,12 @@ from transformers import (
 from transformers.integrations import TensorBoardCallback
 from transformers.trainer_utils import get_last_checkpoint
 
+from videobert.features.store import FeatureStore
 from videobert.model import VideoBertForPreTraining, default_text_checkpoint
+from videobert.model.configuration import VISUAL_INPUTS
 from videobert.model.modeling import IGNORE_INDEX
 from videobert.tokenizer.hkmeans import VisualTokenizer
-from videobert.tokenizer.stages import tokens_metadata
+from videobert.tokenizer.stages import features_fingerprint, tokens_metadata
 from videobert.training.data import (
     REGIMES,
     TEXT_VIDEO,
@@ -118,6 +120,16 @@ class PretrainConfig:
     model's step. 0 keeps MiniLM's vocabulary."""
     visual_init: str = "centroids"
     """Visual word embeddings: ``centroids`` (projected k-means centroids) or ``random``."""
+    visual_input: str = "words"
+    """What a visual position reads: ``words`` (visual words, VideoBERT), ``features`` (projected continuous clip
+    features, masked clips trained by noise-contrastive estimation, CBT) or ``both`` (summed; masked clips trained on
+    their word and their feature). See `videobert.model.visual_input`."""
+    nce_weight: float = 1.0
+    """Weight of the noise-contrastive loss of masked clips (models that read features)."""
+    nce_temperature: float = 0.1
+    """Temperature of the noise-contrastive loss (cosine similarity / temperature)."""
+    nce_memory: int = 0
+    """Masked clips of earlier batches kept as extra negatives of the noise-contrastive loss; 0: the batch's own."""
     data: PretrainDataConfig = field(default_factory=PretrainDataConfig)
     """Examples, batching and masking."""
     max_steps: int = 1000
@@ -179,6 +191,13 @@ class PretrainConfig:
             raise ConfigError(f"learning_rate must be positive, got {self.learning_rate}")
         if self.alignment_weight < 0:
             raise ConfigError(f"alignment_weight must be non-negative, got {self.alignment_weight}")
+        if self.visual_input not in VISUAL_INPUTS:
+            raise ConfigError(f"visual_input must be one of {', '.join(VISUAL_INPUTS)}, got {self.visual_input!r}")
+        for name in ("nce_weight", "nce_memory"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be non-negative, got {getattr(self, name)}")
+        if self.nce_temperature <= 0:
+            raise ConfigError(f"nce_temperature must be positive, got {self.nce_temperature}")
         try:
             SchedulerType(self.lr_schedule)
         except ValueError:
@@ -201,16 +220,19 @@ class PretrainConfig:
         cadence settings left out."""
         mine = flatten(asdict(self))
         theirs = flatten(other)
+        # A setting the saved run predates had its default then.
+        defaults = {key: value for key, value in flatten(asdict(PretrainConfig(device="cpu"))).items() if key not in theirs}
         return [
             f"{key}: {theirs.get(key)!r} -> {value!r}"
             for key, value in mine.items()
-            if theirs.get(key) != value and key not in _CADENCE_FIELDS
+            if theirs.get(key, defaults.get(key)) != value and key not in _CADENCE_FIELDS
         ]
 
 
 class RegimeMeter:
     """Running sums, since the last `collect`, of the masked-token cross-entropy per regime (text–video split into
-    its word and visual positions), of the alignment loss and hits, and of the real (unpadded) tokens.
+    its word and visual positions), of the alignment loss and hits, of the masked clips' noise-contrastive loss and
+    top-1 hits (the own clip ranked first among the batch's clips), and of the real (unpadded) tokens.
 
     Sums stay on the device (no synchronisation per step); `collect` reduces them over processes.
     """
@@ -218,10 +240,11 @@ class RegimeMeter:
     BUCKETS = ("text", "video", "text_video_words", "text_video_visual")
     _N = len(BUCKETS)
     _ALIGN_LOSS, _ALIGN_HITS, _ALIGN_COUNT, _TOKENS = 2 * _N, 2 * _N + 1, 2 * _N + 2, 2 * _N + 3
+    _NCE_LOSS, _NCE_HITS, _NCE_COUNT = 2 * _N + 4, 2 * _N + 5, 2 * _N + 6
 
     def __init__(self, device: torch.device, visual_token_offset: int):
         self.visual_token_offset = visual_token_offset
-        self.sums = torch.zeros(2 * self._N + 4, dtype=torch.float64, device=device)
+        self.sums = torch.zeros(2 * self._N + 7, dtype=torch.float64, device=device)
         self.tokens_total = 0.0
 
     @torch.no_grad()
@@ -243,6 +266,12 @@ class RegimeMeter:
         self.sums[self._ALIGN_HITS] += (logits.argmax(-1) == alignment_labels[paired]).sum()
         self.sums[self._ALIGN_COUNT] += paired.sum()
         self.sums[self._TOKENS] += batch["attention_mask"].sum()
+        if outputs.nce_logits is not None:
+            logits = outputs.nce_logits.float()  # (masked clips, candidates); row i's own clip is column i
+            own = torch.arange(logits.shape[0], device=logits.device)
+            self.sums[self._NCE_LOSS] += F.cross_entropy(logits, own, reduction="sum").double()
+            self.sums[self._NCE_HITS] += (logits.argmax(-1) == own).sum()
+            self.sums[self._NCE_COUNT] += logits.shape[0]
 
     def collect(self) -> dict[str, float]:
         """Means since the last call, over all processes (a collective: every process must call it), then reset.
@@ -264,6 +293,9 @@ class RegimeMeter:
         if sums[self._ALIGN_COUNT]:
             metrics["alignment_loss"] = sums[self._ALIGN_LOSS] / sums[self._ALIGN_COUNT]
             metrics["alignment_accuracy"] = sums[self._ALIGN_HITS] / sums[self._ALIGN_COUNT]
+        if sums[self._NCE_COUNT]:
+            metrics["nce_loss"] = sums[self._NCE_LOSS] / sums[self._NCE_COUNT]
+            metrics["nce_accuracy"] = sums[self._NCE_HITS] / sums[self._NCE_COUNT]
         return metrics
 
 
@@ -279,9 +311,14 @@ class PretrainTrainer(Trainer):
     # compute_loss returns the batch mean, which the Trainer divides by the number of accumulated batches.
     loss_is_scaled_for_ga = False
 
-    def __init__(self, *args: Any, alignment_weight: float = 1.0, **kwargs: Any):
+    def __init__(
+        self, *args: Any, alignment_weight: float = 1.0, nce_weight: float = 1.0, nce_memory: int = 0, **kwargs: Any
+    ):
         super().__init__(*args, **kwargs)
         self.alignment_weight = alignment_weight
+        self.nce_weight = nce_weight
+        self.nce_memory = nce_memory
+        self._memory: tuple[torch.Tensor, torch.Tensor] | None = None  # recent masked clips: (features, ids)
         # The model's forward takes **kwargs (attention options for BertModel); the Trainer would read that as "the
         # model normalises its loss by num_items_in_batch", which it does not.
         self.model_accepts_loss_kwargs = False
@@ -306,12 +343,25 @@ class PretrainTrainer(Trainer):
         num_items_in_batch: torch.Tensor | int | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, Any]:
         regime = inputs.pop("regime")
-        # labels and alignment_labels are always passed (-100 where there is nothing to predict), so every head
-        # takes part in every step and DDP needs no unused-parameter search.
-        outputs = model(**inputs)
+        # labels and alignment_labels (and feature_labels) are always passed (-100 where there is nothing to
+        # predict), so every head takes part in every step and DDP needs no unused-parameter search.
+        outputs = model(**inputs, nce_memory=self._memory) if self._memory is not None else model(**inputs)
         self.train_meter.update(outputs, inputs, regime)
         loss = outputs.mlm_loss + self.alignment_weight * outputs.alignment_loss
+        if outputs.nce_loss is not None:
+            loss = loss + self.nce_weight * outputs.nce_loss
+            self._remember(inputs)
         return (loss, outputs) if return_outputs else loss
+
+    def _remember(self, inputs: dict[str, torch.Tensor]) -> None:
+        """Keep the batch's masked clips (raw features and ids) as negatives for the next `nce_memory` clips."""
+        if not self.nce_memory:
+            return
+        masked = inputs["feature_labels"] != IGNORE_INDEX  # (batch, seq)
+        features, ids = inputs["visual_features"][masked].detach(), inputs["feature_labels"][masked]
+        if self._memory is not None:
+            features, ids = torch.cat([features, self._memory[0]]), torch.cat([ids, self._memory[1]])
+        self._memory = (features[: self.nce_memory], ids[: self.nce_memory])
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs:  # a training log (every process logs at the same steps, as collect requires)
@@ -402,17 +452,20 @@ class PretrainRecipe:
     def setup(self) -> None:
         """Load the vocabulary, build the model, the example streams and the Trainer."""
         c = self.config
-        corpus = PretrainCorpus.from_work_dir(self.work.root)
-        visual_tokenizer = self.visual_tokenizer()
+        corpus = PretrainCorpus.from_work_dir(self.work.root, c.visual_input)
+        visual_tokenizer = self.visual_tokenizer() if c.visual_input != "features" else None
+        features = FeatureStore(self.work.root) if c.visual_input != "words" else None
         # The Trainer's arguments start the process group (under torchrun) before anything is rank-dependent.
         args = self.training_arguments(has_eval=bool(corpus.eval_videos))
         set_seed(c.data.seed)
-        model = self.build_model(visual_tokenizer, corpus)
+        model = self.build_model(visual_tokenizer, corpus, features)
         if c.data.max_length > model.config.max_position_embeddings:
             raise ConfigError(
                 f"max_length {c.data.max_length} exceeds the model's {model.config.max_position_embeddings} positions"
             )
-        collator = MaskingCollator(model.tokenizer, c.data.mask_prob, c.data.content_word_weight, visual_tokenizer)
+        collator = MaskingCollator(
+            model.tokenizer, c.data.mask_prob, c.data.content_word_weight, visual_tokenizer, features
+        )  # fmt: skip
         streams = {
             train: PretrainStream(
                 corpus,
@@ -435,6 +488,8 @@ class PretrainRecipe:
             eval_dataset=streams[False] if corpus.eval_videos else None,
             callbacks=[_LogLastStep(), _TensorBoard(self.out / LOGS)],
             alignment_weight=c.alignment_weight,
+            nce_weight=c.nce_weight,
+            nce_memory=c.nce_memory,
         )
 
     def visual_tokenizer(self) -> VisualTokenizer:
@@ -448,14 +503,28 @@ class PretrainRecipe:
             )
         return visual_tokenizer
 
-    def build_model(self, visual_tokenizer: VisualTokenizer, corpus: PretrainCorpus) -> VideoBertForPreTraining:
+    def build_model(
+        self, visual_tokenizer: VisualTokenizer | None, corpus: PretrainCorpus, features: FeatureStore | None = None
+    ) -> VideoBertForPreTraining:
+        """The model to pretrain; one that reads clip features standardises them with the training clips' mean and
+        std."""
+        model = self._text_initialised(visual_tokenizer, corpus, None if features is None else features.dim)
+        if features is not None:
+            model.set_feature_statistics(*features.statistics(corpus.train_videos))
+        return model
+
+    def _text_initialised(
+        self, visual_tokenizer: VisualTokenizer | None, corpus: PretrainCorpus, feature_dim: int | None
+    ) -> VideoBertForPreTraining:
         c = self.config
+        extend = dict(
+            visual_tokenizer=visual_tokenizer, visual_init=c.visual_init, visual_input=c.visual_input,
+            feature_dim=feature_dim, nce_temperature=c.nce_temperature,
+        )  # fmt: skip
         scratch = _SCRATCH.fullmatch(c.init)
         if scratch is None:
             source = default_text_checkpoint() if c.init == "minilm" else c.init
-            return VideoBertForPreTraining.from_text_checkpoint(
-                source, visual_tokenizer=visual_tokenizer, visual_init=c.visual_init
-            )
+            return VideoBertForPreTraining.from_text_checkpoint(source, **extend)
         tokenizer = None
         if c.text_vocab:
             # Trained once, by the main process, into OUT: every process and every resume reads the same vocabulary.
@@ -470,9 +539,7 @@ class PretrainRecipe:
                 Path(folder), layers=int(scratch.group(1)), hidden=int(scratch.group(2)), tokenizer=tokenizer,
                 heads=int(scratch.group(3)) if scratch.group(3) else None,
             )  # fmt: skip
-            return VideoBertForPreTraining.from_text_checkpoint(
-                folder, visual_tokenizer=visual_tokenizer, visual_init=c.visual_init
-            )
+            return VideoBertForPreTraining.from_text_checkpoint(folder, **extend)
 
     def train(self, resume: bool) -> None:
         checkpoint = get_last_checkpoint(str(self.out / CHECKPOINTS)) if resume else None
@@ -587,6 +654,10 @@ def pretrain(
     init: str = "minilm",
     text_vocab: int = 0,
     visual_init: str = "centroids",
+    visual_input: str = "words",
+    nce_weight: float = 1.0,
+    nce_temperature: float = 0.1,
+    nce_memory: int = 0,
     max_steps: int = 1000,
     alignment_weight: float = 1.0,
     batch_size: int = 32,
@@ -637,6 +708,12 @@ def pretrain(
             narration (saved in OUT/text_vocab) instead of MiniLM's 30,522; about 2x faster steps on CPU. 0 keeps
             MiniLM's.
         visual_init: Visual word embeddings: centroids (projected k-means centroids) or random.
+        visual_input: What visual positions read: words (visual words), features (continuous clip features from
+            features/ and clips.parquet, masked clips trained by noise-contrastive estimation as in CBT; no vocab or
+            tokenize needed) or both (the two summed).
+        nce_weight: Weight of the masked clips' noise-contrastive loss (features, both).
+        nce_temperature: Temperature of the noise-contrastive loss (cosine similarity / temperature).
+        nce_memory: Masked clips of earlier batches kept as extra negatives (0: the batch's own clips only).
         max_steps: Optimizer steps.
         alignment_weight: Weight of the alignment loss against the masked-token loss (the paper's sum: 1).
         batch_size: Sequences per batch and process (global batch = batch_size x processes x grad_accum).
@@ -679,7 +756,8 @@ def pretrain(
         video_only_length=video_only_length, shuffle_buffer=shuffle_buffer, chunk_videos=chunk_videos, seed=seed,
     )  # fmt: skip
     config = PretrainConfig(
-        init=init, text_vocab=text_vocab, visual_init=visual_init, data=data, max_steps=max_steps, alignment_weight=alignment_weight, learning_rate=learning_rate,
+        init=init, text_vocab=text_vocab, visual_init=visual_init, visual_input=visual_input, nce_weight=nce_weight,
+        nce_temperature=nce_temperature, nce_memory=nce_memory, data=data, max_steps=max_steps, alignment_weight=alignment_weight, learning_rate=learning_rate,
         lr_schedule=lr_schedule, warmup=warmup, weight_decay=weight_decay, max_grad_norm=max_grad_norm,
         grad_accum=grad_accum, bf16=bf16, fp16=fp16, gradient_checkpointing=gradient_checkpointing, device=device,
         num_workers=num_workers, save_steps=save_steps, save_total_limit=save_total_limit, eval_steps=eval_steps,
@@ -700,7 +778,7 @@ def run_pretraining(
     outputs = {"model": str(out), "metrics": str(out / METRICS_FILE), "logs": str(out / LOGS)}
     report = StageReport(STAGE, outputs=outputs)
     recipe = PretrainRecipe(work, out, config)
-    identity = {"config": asdict(config), **_inputs_identity(recipe.work)}
+    identity = {"config": asdict(config), **_inputs_identity(recipe.work, config.visual_input)}
     # The first PartialState starts the process group under torchrun / accelerate launch; it must be created with
     # the device choice the Trainer's arguments will ask for.
     state = PartialState(cpu=config.device == "cpu")
@@ -755,8 +833,11 @@ def _plan(out: Path, identity: dict[str, Any], config: PretrainConfig, resume: b
     return "fresh"
 
 
-def _inputs_identity(wd: WorkDir) -> dict[str, Any]:
-    """The visual vocabulary hash and the features fingerprint recorded in tokens.parquet."""
+def _inputs_identity(wd: WorkDir, visual_input: str = "words") -> dict[str, Any]:
+    """The visual vocabulary hash and the features fingerprint recorded in tokens.parquet; a model over clip
+    features alone has no vocabulary and fingerprints the features itself."""
+    if visual_input == "features":
+        return {"vocab_hash": None, "features": features_fingerprint(FeatureStore(wd.root))}
     meta = tokens_metadata(wd.require(wd.tokens, "tokenize"))
     return {"vocab_hash": meta.get("vocab_hash"), "features": meta.get("features")}
 
@@ -787,6 +868,6 @@ def _summary(metrics: dict[str, Any]) -> dict[str, Any]:
     stats: dict[str, Any] = {"steps": metrics.get("steps"), "tokens/s": metrics.get("train_tokens_per_second")}
     for split in ("train", "eval"):
         for key, value in metrics.get(split, {}).items():
-            if key.startswith(("mlm_loss_", "alignment_")) and "_text_video_" not in key:
+            if key.startswith(("mlm_loss_", "alignment_", "nce_")) and "_text_video_" not in key:
                 stats[f"{split} {key}"] = value
     return stats

@@ -266,7 +266,7 @@ class RegimeMeter:
         self.sums[self._ALIGN_HITS] += (logits.argmax(-1) == alignment_labels[paired]).sum()
         self.sums[self._ALIGN_COUNT] += paired.sum()
         self.sums[self._TOKENS] += batch["attention_mask"].sum()
-        if outputs.nce_logits is not None:
+        if outputs.nce_logits is not None and len(outputs.nce_logits):
             logits = outputs.nce_logits.float()  # (masked clips, candidates); row i's own clip is column i
             own = torch.arange(logits.shape[0], device=logits.device)
             self.sums[self._NCE_LOSS] += F.cross_entropy(logits, own, reduction="sum").double()

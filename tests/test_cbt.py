@@ -25,7 +25,8 @@ from videobert.tasks.evaluate import segment_visual_inputs
 from videobert.tasks.retrieval import retrieval
 from videobert.tasks.zeroshot import LabelSet, zero_shot
 from videobert.training.data import MaskingCollator, PretrainCorpus, PretrainDataConfig, PretrainStream
-from videobert.training.pretrain import PretrainConfig, RegimeMeter, run_pretraining
+from videobert.training.objectives import MaskedClips, ObjectiveMeter, build_objectives, objectives_step
+from videobert.training.pretrain import PretrainConfig, run_pretraining
 from videobert.utils.errors import ConfigError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -126,7 +127,7 @@ def test_collator_masks_clips_with_the_mask_token_and_targets_their_features(tex
     data = PretrainDataConfig(batch_size=64, shuffle_buffer=128, max_length=64, mask_prob=0.3)
     examples = [e for batch in PretrainStream(corpus, corpus.train_videos, tokenizer, data, train=False) for e in batch]
     store = FeatureStore(work)
-    batch = MaskingCollator(tokenizer, 0.3, features=store)(examples)
+    batch = MaskingCollator(tokenizer, 0.3, objectives=[MaskedClips(1.0, config, store)])(examples)
     masked = batch["feature_labels"] != IGNORE_INDEX
     clip_positions = sum(e.token_type_ids.count(1) - 1 for e in examples)  # visual part without its closing [SEP]
     assert 0.2 < masked.sum().item() / clip_positions < 0.4  # 30 % of the clips
@@ -195,17 +196,22 @@ def test_the_words_recipe_gives_the_same_losses_as_before(text_tokenizer, tmp_pa
     corpus = PretrainCorpus.from_work_dir(work)
     data = PretrainDataConfig(batch_size=16, shuffle_buffer=32, max_length=64, mask_prob=0.3)
     examples = next(iter(PretrainStream(corpus, corpus.train_videos, tokenizer, data, train=True)))
-    batch = MaskingCollator(tokenizer, 0.3)(examples)
+    objectives = build_objectives(PretrainConfig(device="cpu"), config)
+    assert [o.name for o in objectives] == ["masked_words", "masked_visual_words", "alignment"]
+    batch = MaskingCollator(tokenizer, 0.3, objectives=objectives)(examples)
     torch.manual_seed(0)
     model = VideoBertForPreTraining(config).eval()
     regime = batch.pop("regime")
     out = model(**batch)
     assert out.mlm_loss.item() == pytest.approx(10.33409309387207, abs=1e-5)
     assert out.alignment_loss.item() == pytest.approx(0.6947382688522339, abs=1e-5)
-    assert out.loss.item() == pytest.approx(11.028831481933594, abs=1e-5)
-    meter = RegimeMeter(torch.device("cpu"), config.visual_token_offset)
-    meter.update(out, batch, regime)
-    expected = {"mlm_loss_text": 10.336094597975412, "mlm_loss_video": 10.302080472310385,
+    loss, sums = objectives_step(objectives, out, batch, regime, train=True)
+    assert loss.item() == pytest.approx(11.028831481933594, abs=1e-5)  # the training loss: mlm + alignment
+    meter = ObjectiveMeter(objectives, torch.device("cpu"))
+    meter.add(sums, batch["attention_mask"])
+    # mlm_loss_text is the text-only examples' mean; before the objectives it also averaged in the text-video
+    # positions (10.336094597975412: a bucket named "text_video_*" matched the prefix "text_").
+    expected = {"mlm_loss_text": 10.368863741556803, "mlm_loss_video": 10.302080472310385,
                 "mlm_loss_text_video_words": 10.332593887082991, "mlm_loss_text_video_visual": 10.328086159446023,
                 "mlm_loss_text_video": 10.3314132917495, "alignment_loss": 0.6947382926940918,
                 "alignment_accuracy": 0.3}  # fmt: skip

@@ -65,6 +65,7 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -74,13 +75,15 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from videobert.data.ingest import load_manifest
-from videobert.features.store import FeatureStore
 from videobert.model.configuration import ALIGNED, NOT_ALIGNED
 from videobert.model.modeling import IGNORE_INDEX
-from videobert.model.tokenization import TEXT_TYPE, VISUAL_TYPE, VideoBertTokenizer
+from videobert.model.tokenization import TEXT_TYPE, VideoBertTokenizer
 from videobert.tokenizer.hkmeans import VisualTokenizer
 from videobert.utils.errors import ConfigError, InputError
 from videobert.workdir import WorkDir
+
+if TYPE_CHECKING:
+    from videobert.training.objectives import Objective
 
 # Regimes, in the order of `PretrainDataConfig.regime_weights`.
 TEXT, VIDEO, TEXT_VIDEO = 0, 1, 2
@@ -516,10 +519,8 @@ class MaskingCollator:
     """Mask a batch of `PretrainExample` and pad it to its longest sequence (module docstring).
 
     Returns int64 tensors ``input_ids``, ``token_type_ids``, ``attention_mask``, ``labels`` (batch, seq),
-    ``alignment_labels`` and ``regime`` (batch,); for a model that reads clip features (``tokenizer.config``) also
-    ``visual_features`` (batch, seq, feature_dim) float32, each visual position's clip feature read from
-    ``features``, and ``feature_labels`` (batch, seq) int64, the feature-store row of each masked clip, -100
-    elsewhere.
+    ``alignment_labels`` and ``regime`` (batch,), plus what each of ``objectives`` adds (`Objective.collate`; for
+    a model that reads clip features, the masked-clips objective adds their features and targets).
     """
 
     def __init__(
@@ -528,13 +529,11 @@ class MaskingCollator:
         mask_prob: float = 0.15,
         content_word_weight: float = 1.0,
         visual_tokenizer: VisualTokenizer | None = None,
-        features: FeatureStore | None = None,
+        objectives: Sequence[Objective] = (),
     ):
         config = tokenizer.config
         self.config = config
-        if config.reads_features and features is None:
-            raise ConfigError(f"a model with visual_input {config.visual_input!r} needs the clip features to collate")
-        self.features = features
+        self.objectives = tuple(objectives)
         self.mask_prob = mask_prob
         self.unmaskable = np.array(
             [config.cls_token_id, config.sep_token_id, config.mask_token_id, config.pad_token_id,
@@ -576,32 +575,13 @@ class MaskingCollator:
             "alignment_labels": torch.tensor([e.alignment_label for e in examples], dtype=torch.long),
             "regime": torch.tensor([e.regime for e in examples], dtype=torch.long),
         }
-        if self.config.reads_features:
-            batch.update(self._clip_features(examples, input_ids, labels))
+        for objective in self.objectives:
+            objective.collate(batch, examples)
+        if self.config.reads_features and "visual_features" not in batch:
+            raise ConfigError(
+                f"a model with visual_input {self.config.visual_input!r} needs the masked-clips objective to collate"
+            )
         return batch
-
-    def _clip_features(
-        self, examples: Sequence[PretrainExample], input_ids: np.ndarray, labels: np.ndarray
-    ) -> dict[str, torch.Tensor]:
-        """``visual_features`` and ``feature_labels`` of a masked batch; the masked clips' labels become -100 unless
-        the model also predicts their visual words (visual_input both)."""
-        visual = np.zeros(input_ids.shape, dtype=bool)  # (batch, seq) every clip position, masked or not
-        feature_rows = np.full(input_ids.shape, -1, dtype=np.int64)
-        for row, example in enumerate(examples):
-            positions = np.flatnonzero(np.asarray(example.token_type_ids) == VISUAL_TYPE)[:-1]  # the closing [SEP] too
-            if example.visual_rows is None or not len(positions):
-                continue
-            visual[row, positions] = True
-            feature_rows[row, positions] = example.visual_rows[: len(positions)]  # the tokenizer may cut the tail
-        masked = visual & (input_ids == self.config.mask_token_id)  # (batch, seq)
-        features = np.zeros((*input_ids.shape, self.features.dim), dtype=np.float32)
-        features[visual] = self.features.gather(feature_rows[visual])
-        if not self.config.reads_words:
-            labels[masked] = IGNORE_INDEX  # the placeholder word is not a target
-        return {
-            "visual_features": torch.from_numpy(features),
-            "feature_labels": torch.from_numpy(np.where(masked, feature_rows, IGNORE_INDEX)),
-        }
 
     def mask(self, ids: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
         """(masked ids, labels) of one sequence of joint ids; labels are -100 where nothing is predicted."""

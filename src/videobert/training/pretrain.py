@@ -6,9 +6,10 @@
     torchrun --nnodes 2 --node-rank R --master-addr HOST --nproc_per_node 8 -m videobert.cli pretrain ...
     accelerate launch --num_processes 8 -m videobert.cli pretrain WORK --out M      # the same through accelerate
 
-Recipe: setup (visual vocabulary, model from a text checkpoint, example streams, Trainer) -> train -> save (the
-model, atomically, and metrics.json) -> cleanup. Examples, regimes and masking are described in
-`videobert.training.data`; the network is `videobert.model` (this module defines no layers).
+Recipe: setup (visual vocabulary, model from a text checkpoint, example streams, objectives, Trainer) -> train ->
+save (the model, atomically, and metrics.json) -> cleanup. Examples, regimes and masking are described in
+`videobert.training.data`, the objectives (masked words, masked visual words, alignment, masked clips) in
+`videobert.training.objectives`; the network is `videobert.model` (this module defines no layers).
 
 Distributed training. Every process builds the same model (same seed; DDP also broadcasts rank 0's weights) and
 streams its own share of the training videos, so ``batch_size`` is per process and the global batch is
@@ -42,13 +43,13 @@ import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
-import torch.nn.functional as F
 from accelerate import PartialState
 from accelerate.utils import reduce
 from torch.utils.data import DataLoader
@@ -70,16 +71,15 @@ from transformers.trainer_utils import get_last_checkpoint
 from videobert.features.store import FeatureStore
 from videobert.model import VideoBertForPreTraining, default_text_checkpoint
 from videobert.model.configuration import VISUAL_INPUTS
-from videobert.model.modeling import IGNORE_INDEX
 from videobert.tokenizer.hkmeans import VisualTokenizer
 from videobert.tokenizer.stages import features_fingerprint, tokens_metadata
-from videobert.training.data import (
-    REGIMES,
-    TEXT_VIDEO,
-    MaskingCollator,
-    PretrainCorpus,
-    PretrainDataConfig,
-    PretrainStream,
+from videobert.training.data import MaskingCollator, PretrainCorpus, PretrainDataConfig, PretrainStream
+from videobert.training.objectives import (
+    Objective,
+    ObjectiveMeter,
+    build_objectives,
+    model_inputs,
+    objectives_step,
 )
 from videobert.utils.errors import ConfigError, InputError
 from videobert.utils.io import read_json, write_json
@@ -137,6 +137,11 @@ class PretrainConfig:
     alignment_weight: float = 1.0
     """Weight of the alignment loss against the masked-token loss (the paper sums them: 1). The alignment head sees
     only the text-video pairs, a fraction of each batch, and its signal is slower to learn than masked words."""
+    masked_words_weight: float = 1.0
+    """Weight of the masked-word loss (`training.objectives.masked_tokens`: with the visual words' at 1, the two sum
+    to the paper's single masked-token loss)."""
+    masked_visual_words_weight: float = 1.0
+    """Weight of the masked visual-word loss (models that read visual words)."""
     learning_rate: float = 1e-4
     """Peak learning rate of AdamW."""
     lr_schedule: str = "linear"
@@ -193,7 +198,7 @@ class PretrainConfig:
             raise ConfigError(f"alignment_weight must be non-negative, got {self.alignment_weight}")
         if self.visual_input not in VISUAL_INPUTS:
             raise ConfigError(f"visual_input must be one of {', '.join(VISUAL_INPUTS)}, got {self.visual_input!r}")
-        for name in ("nce_weight", "nce_memory"):
+        for name in ("nce_weight", "nce_memory", "masked_words_weight", "masked_visual_words_weight"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be non-negative, got {getattr(self, name)}")
         if self.nce_temperature <= 0:
@@ -229,100 +234,26 @@ class PretrainConfig:
         ]
 
 
-class RegimeMeter:
-    """Running sums, since the last `collect`, of the masked-token cross-entropy per regime (text–video split into
-    its word and visual positions), of the alignment loss and hits, of the masked clips' noise-contrastive loss and
-    top-1 hits (the own clip ranked first among the batch's clips), and of the real (unpadded) tokens.
-
-    Sums stay on the device (no synchronisation per step); `collect` reduces them over processes.
-    """
-
-    BUCKETS = ("text", "video", "text_video_words", "text_video_visual")
-    _N = len(BUCKETS)
-    _ALIGN_LOSS, _ALIGN_HITS, _ALIGN_COUNT, _TOKENS = 2 * _N, 2 * _N + 1, 2 * _N + 2, 2 * _N + 3
-    _NCE_LOSS, _NCE_HITS, _NCE_COUNT = 2 * _N + 4, 2 * _N + 5, 2 * _N + 6
-
-    def __init__(self, device: torch.device, visual_token_offset: int):
-        self.visual_token_offset = visual_token_offset
-        self.sums = torch.zeros(2 * self._N + 7, dtype=torch.float64, device=device)
-        self.tokens_total = 0.0
-
-    @torch.no_grad()
-    def update(self, outputs: Any, batch: dict[str, torch.Tensor], regime: torch.Tensor) -> None:
-        labels = batch["labels"]  # (batch, seq)
-        masked = labels != IGNORE_INDEX  # (batch, seq)
-        targets = labels[masked]  # (num_masked,)
-        # prediction_logits holds only the masked rows, aligned with labels[masked] (the model's docstring).
-        losses = F.cross_entropy(outputs.prediction_logits.float(), targets, reduction="none")  # (num_masked,)
-        bucket = regime[:, None].expand_as(labels)[masked]  # (num_masked,) regime of each masked position
-        visual_part = (bucket == TEXT_VIDEO) & (targets >= self.visual_token_offset)
-        bucket = torch.where(visual_part, TEXT_VIDEO + 1, bucket)
-        self.sums[: self._N].index_add_(0, bucket, losses.double())
-        self.sums[self._N : 2 * self._N] += torch.bincount(bucket, minlength=self._N)
-        alignment_labels = batch["alignment_labels"]  # (batch,)
-        paired = alignment_labels != IGNORE_INDEX
-        logits = outputs.alignment_logits[paired].float()  # (pairs, 2)
-        self.sums[self._ALIGN_LOSS] += F.cross_entropy(logits, alignment_labels[paired], reduction="sum").double()
-        self.sums[self._ALIGN_HITS] += (logits.argmax(-1) == alignment_labels[paired]).sum()
-        self.sums[self._ALIGN_COUNT] += paired.sum()
-        self.sums[self._TOKENS] += batch["attention_mask"].sum()
-        if outputs.nce_logits is not None and len(outputs.nce_logits):
-            logits = outputs.nce_logits.float()  # (masked clips, candidates); row i's own clip is column i
-            own = torch.arange(logits.shape[0], device=logits.device)
-            self.sums[self._NCE_LOSS] += F.cross_entropy(logits, own, reduction="sum").double()
-            self.sums[self._NCE_HITS] += (logits.argmax(-1) == own).sum()
-            self.sums[self._NCE_COUNT] += logits.shape[0]
-
-    def collect(self) -> dict[str, float]:
-        """Means since the last call, over all processes (a collective: every process must call it), then reset.
-        Quantities without a sample (e.g. no text–video pair) are left out."""
-        sums = reduce(self.sums.clone(), reduction="sum").tolist()
-        self.sums.zero_()
-        self.tokens_total += sums[self._TOKENS]
-        metrics: dict[str, float] = {}
-        loss, count = sums[: self._N], sums[self._N : 2 * self._N]
-        for regime in REGIMES:
-            parts = [i for i, name in enumerate(self.BUCKETS) if name == regime or name.startswith(f"{regime}_")]
-            n = sum(count[i] for i in parts)
-            if regime == "text_video":
-                for i in parts:
-                    if count[i]:
-                        metrics[f"mlm_loss_{self.BUCKETS[i]}"] = loss[i] / count[i]
-            if n:
-                metrics[f"mlm_loss_{regime}"] = sum(loss[i] for i in parts) / n
-        if sums[self._ALIGN_COUNT]:
-            metrics["alignment_loss"] = sums[self._ALIGN_LOSS] / sums[self._ALIGN_COUNT]
-            metrics["alignment_accuracy"] = sums[self._ALIGN_HITS] / sums[self._ALIGN_COUNT]
-        if sums[self._NCE_COUNT]:
-            metrics["nce_loss"] = sums[self._NCE_LOSS] / sums[self._NCE_COUNT]
-            metrics["nce_accuracy"] = sums[self._NCE_HITS] / sums[self._NCE_COUNT]
-        return metrics
-
-
 class PretrainTrainer(Trainer):
     """The Trainer with VideoBERT's streams and metrics.
 
     * The training stream yields whole length-bucketed batches and shards videos over processes itself, so its
       DataLoader bypasses accelerate's sharding (which would re-split batches).
-    * `compute_loss` feeds each batch's per-regime losses to a `RegimeMeter`; training logs report their means
-      since the previous log, `evaluate` reports them on the held-out videos.
+    * `compute_loss` sums the run's objectives' weighted losses (`training.objectives`) and feeds their metrics
+      to an `ObjectiveMeter`; training logs report the means since the previous log, `evaluate` reports them on the
+      held-out videos.
     """
 
     # compute_loss returns the batch mean, which the Trainer divides by the number of accumulated batches.
     loss_is_scaled_for_ga = False
 
-    def __init__(
-        self, *args: Any, alignment_weight: float = 1.0, nce_weight: float = 1.0, nce_memory: int = 0, **kwargs: Any
-    ):
+    def __init__(self, *args: Any, objectives: Sequence[Objective], **kwargs: Any):
         super().__init__(*args, **kwargs)
-        self.alignment_weight = alignment_weight
-        self.nce_weight = nce_weight
-        self.nce_memory = nce_memory
-        self._memory: tuple[torch.Tensor, torch.Tensor] | None = None  # recent masked clips: (features, ids)
+        self.objectives = tuple(objectives)
         # The model's forward takes **kwargs (attention options for BertModel); the Trainer would read that as "the
         # model normalises its loss by num_items_in_batch", which it does not.
         self.model_accepts_loss_kwargs = False
-        self.train_meter = RegimeMeter(self.args.device, self.model.config.visual_token_offset)
+        self.train_meter = ObjectiveMeter(self.objectives, self.args.device)
 
     def get_train_dataloader(self) -> DataLoader:
         workers = self.args.dataloader_num_workers
@@ -345,23 +276,10 @@ class PretrainTrainer(Trainer):
         regime = inputs.pop("regime")
         # labels and alignment_labels (and feature_labels) are always passed (-100 where there is nothing to
         # predict), so every head takes part in every step and DDP needs no unused-parameter search.
-        outputs = model(**inputs, nce_memory=self._memory) if self._memory is not None else model(**inputs)
-        self.train_meter.update(outputs, inputs, regime)
-        loss = outputs.mlm_loss + self.alignment_weight * outputs.alignment_loss
-        if outputs.nce_loss is not None:
-            loss = loss + self.nce_weight * outputs.nce_loss
-            self._remember(inputs)
+        outputs = model(**inputs, **model_inputs(self.objectives, train=True))
+        loss, sums = objectives_step(self.objectives, outputs, inputs, regime, train=True)
+        self.train_meter.add(sums, inputs["attention_mask"])
         return (loss, outputs) if return_outputs else loss
-
-    def _remember(self, inputs: dict[str, torch.Tensor]) -> None:
-        """Keep the batch's masked clips (raw features and ids) as negatives for the next `nce_memory` clips."""
-        if not self.nce_memory:
-            return
-        masked = inputs["feature_labels"] != IGNORE_INDEX  # (batch, seq)
-        features, ids = inputs["visual_features"][masked].detach(), inputs["feature_labels"][masked]
-        if self._memory is not None:
-            features, ids = torch.cat([features, self._memory[0]]), torch.cat([ids, self._memory[1]])
-        self._memory = (features[: self.nce_memory], ids[: self.nce_memory])
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs:  # a training log (every process logs at the same steps, as collect requires)
@@ -371,17 +289,19 @@ class PretrainTrainer(Trainer):
     def evaluate(
         self, eval_dataset: Any = None, ignore_keys: list[str] | None = None, metric_key_prefix: str = "eval"
     ) -> dict[str, float]:
-        """Per-regime masked-token losses and the alignment loss and accuracy on the held-out videos."""
+        """The objectives' metrics on the held-out videos (per-regime masked-token losses, alignment loss and
+        accuracy, masked-clip loss and accuracy)."""
         stream = self.eval_dataset if eval_dataset is None else eval_dataset
         model = self.model  # unwrapped: each process evaluates its own videos, no collective per batch
         was_training = model.training
         model.eval()
-        meter = RegimeMeter(self.args.device, model.config.visual_token_offset)
+        meter = ObjectiveMeter(self.objectives, self.args.device)
         with torch.no_grad(), self.accelerator.autocast():
             for examples in stream:
                 batch = self._prepare_inputs(self.data_collator(examples))
                 regime = batch.pop("regime")
-                meter.update(model(**batch), batch, regime)
+                outputs = model(**batch, **model_inputs(self.objectives, train=False))
+                meter.add(objectives_step(self.objectives, outputs, batch, regime, train=False)[1], batch["attention_mask"])
         model.train(was_training)
         metrics = {f"{metric_key_prefix}_{k}": v for k, v in meter.collect().items()}
         self.log(metrics)
@@ -463,8 +383,9 @@ class PretrainRecipe:
             raise ConfigError(
                 f"max_length {c.data.max_length} exceeds the model's {model.config.max_position_embeddings} positions"
             )
+        objectives = build_objectives(c, model.config, features)
         collator = MaskingCollator(
-            model.tokenizer, c.data.mask_prob, c.data.content_word_weight, visual_tokenizer, features
+            model.tokenizer, c.data.mask_prob, c.data.content_word_weight, visual_tokenizer, objectives
         )  # fmt: skip
         streams = {
             train: PretrainStream(
@@ -487,9 +408,7 @@ class PretrainRecipe:
             train_dataset=streams[True],
             eval_dataset=streams[False] if corpus.eval_videos else None,
             callbacks=[_LogLastStep(), _TensorBoard(self.out / LOGS)],
-            alignment_weight=c.alignment_weight,
-            nce_weight=c.nce_weight,
-            nce_memory=c.nce_memory,
+            objectives=objectives,
         )
 
     def visual_tokenizer(self) -> VisualTokenizer:
@@ -660,6 +579,8 @@ def pretrain(
     nce_memory: int = 0,
     max_steps: int = 1000,
     alignment_weight: float = 1.0,
+    masked_words_weight: float = 1.0,
+    masked_visual_words_weight: float = 1.0,
     batch_size: int = 32,
     grad_accum: int = 1,
     learning_rate: float = 1e-4,
@@ -716,6 +637,8 @@ def pretrain(
         nce_memory: Masked clips of earlier batches kept as extra negatives (0: the batch's own clips only).
         max_steps: Optimizer steps.
         alignment_weight: Weight of the alignment loss against the masked-token loss (the paper's sum: 1).
+        masked_words_weight: Weight of the masked-word loss.
+        masked_visual_words_weight: Weight of the masked visual-word loss (visual input words or both).
         batch_size: Sequences per batch and process (global batch = batch_size x processes x grad_accum).
         grad_accum: Batches accumulated per optimizer step.
         learning_rate: Peak AdamW learning rate.
@@ -757,7 +680,9 @@ def pretrain(
     )  # fmt: skip
     config = PretrainConfig(
         init=init, text_vocab=text_vocab, visual_init=visual_init, visual_input=visual_input, nce_weight=nce_weight,
-        nce_temperature=nce_temperature, nce_memory=nce_memory, data=data, max_steps=max_steps, alignment_weight=alignment_weight, learning_rate=learning_rate,
+        nce_temperature=nce_temperature, nce_memory=nce_memory, data=data, max_steps=max_steps, alignment_weight=alignment_weight,
+        masked_words_weight=masked_words_weight, masked_visual_words_weight=masked_visual_words_weight,
+        learning_rate=learning_rate,
         lr_schedule=lr_schedule, warmup=warmup, weight_decay=weight_decay, max_grad_norm=max_grad_norm,
         grad_accum=grad_accum, bf16=bf16, fp16=fp16, gradient_checkpointing=gradient_checkpointing, device=device,
         num_workers=num_workers, save_steps=save_steps, save_total_limit=save_total_limit, eval_steps=eval_steps,

@@ -4,6 +4,7 @@ mismatched inputs, the unchanged words recipe (pinned losses on a fixed batch), 
 zero-shot and retrieval reading its clip features."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -251,3 +252,20 @@ def test_features_pretraining_then_zero_shot_and_retrieval_on_clip_features(text
     # The same segments as both: words and features side by side.
     both = segment_visual_inputs(work, segments, tiny_config(text_tokenizer, "both"))
     assert both[2].dtype.names == ("word", "feature") and np.array_equal(both[2]["feature"], visual[2])
+
+
+def test_visual_input_settings_are_validated(text_tokenizer):
+    with pytest.raises(ConfigError, match="visual_input must be one of words, features, both"):
+        PretrainConfig(visual_input="pixels", device="cpu")
+    with pytest.raises(ConfigError, match="nce_temperature must be positive"):
+        PretrainConfig(visual_input="features", nce_temperature=0.0, device="cpu")
+    with pytest.raises(ConfigError, match="needs a positive feature_dim"):
+        VideoBertConfig(visual_input="features")
+    # A run saved before these settings existed compares equal to the defaults, not as changed settings.
+    old = dataclasses.asdict(PretrainConfig(device="cpu"))
+    for key in ("visual_input", "nce_weight", "nce_temperature", "nce_memory", "masked_words_weight",
+                "masked_visual_words_weight"):  # fmt: skip
+        del old[key]
+    assert PretrainConfig(device="cpu").differences(old) == []
+    changed = PretrainConfig(visual_input="features", device="cpu").differences(old)
+    assert changed == ["visual_input: None -> 'features'"]

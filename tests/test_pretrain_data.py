@@ -52,7 +52,7 @@ def write_work_dir(
     with_features: bool = False,
 ) -> Path:
     """A work directory with manifest, sentences, tokens (clips of 1.5 s) and an 8-word vocabulary (fitted on random
-    features: only its size and hash matter here); with ``with_features``, also clip features (`clip_feature`: each clip's
+    features: only its size and hash matter here); with ``with_features``, also clip features (`clip_feature`,
     FEATURE_DIM wide) in two shards and clips.parquet.
 
     ``videos`` maps a video id to (split, visual tokens of its clips, sentences as (start, end, text)).
@@ -99,7 +99,8 @@ def write_clip_features(root: Path, tokens: list[dict]) -> None:
     index = []
     for shard, part in enumerate((tokens[:half], tokens[half:])):
         name = f"shard-{shard:05d}"
-        np.save(root / "features" / f"{name}.npy", np.stack([clip_feature(t["token"], t["clip"]) for t in part]).astype(np.float16))
+        vectors = np.stack([clip_feature(t["token"], t["clip"]) for t in part]).astype(np.float16)
+        np.save(root / "features" / f"{name}.npy", vectors)
         rows = [{"video": t["video"], "clip": t["clip"], "start": t["start"], "end": t["end"], "shard": f"{name}.npy",
                  "row": i} for i, t in enumerate(part)]  # fmt: skip
         pq.write_table(pa.Table.from_pylist(rows, schema=CLIPS), root / "features" / f"{name}.parquet")

@@ -140,7 +140,9 @@ class VideoBertConfig(BertConfig):
         if self.visual_input not in VISUAL_INPUTS:
             raise ConfigError(f"visual_input must be one of {', '.join(VISUAL_INPUTS)}, got {self.visual_input!r}")
         if self.reads_features and (self.feature_dim is None or self.feature_dim < 1):
-            raise ConfigError(f"visual_input {self.visual_input!r} needs a positive feature_dim, got {self.feature_dim}")
+            raise ConfigError(
+                f"visual_input {self.visual_input!r} needs a positive feature_dim, got {self.feature_dim}"
+            )
         if self.nce_temperature <= 0:
             raise ConfigError(f"nce_temperature must be positive, got {self.nce_temperature}")
         if self.type_vocab_size < 2:
@@ -203,8 +205,8 @@ class VideoBertConfig(BertConfig):
             )
         if self.reads_features and not has_features:
             raise ConfigError(
-                f"{where}the model was trained on continuous clip features (visual_input={self.visual_input}) and needs "
-                "them: run `videobert extract` on the work directory (clips.parquet and features/)"
+                f"{where}the model was trained on continuous clip features (visual_input={self.visual_input}) and "
+                "needs them: run `videobert extract` on the work directory (clips.parquet and features/)"
             )
 
     @property

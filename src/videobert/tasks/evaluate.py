@@ -244,7 +244,9 @@ def segment_visual_inputs(work: Path, segments: pa.Table, config: VideoBertConfi
         visual_tokenizer = visual_tokenizer_from_work_dir(work, config)
         tokens_path = wd.require(wd.tokens, "tokenize")
         if tokens_metadata(tokens_path).get("vocab_hash") != visual_tokenizer.content_hash:
-            raise ConfigError(f"{tokens_path} was made with another vocabulary than {wd.vocab}; run `videobert tokenize`")
+            raise ConfigError(
+                f"{tokens_path} was made with another vocabulary than {wd.vocab}; run `videobert tokenize`"
+            )
         words = segment_visual_tokens(tokens_path, segments)
     if config.reads_features:
         features = segment_clip_features(work, segments)

@@ -52,11 +52,11 @@ Masking (`MaskingCollator`)
     or ``[unused]`` token; a visual word the vocabulary can produce) or stays (10 %). [CLS], [SEP], [>] and padding
     are never masked. A model that reads clip features sees nothing of a masked clip: every chosen visual position
     becomes [MASK] (no random or kept 10 %, which would show the clip's own feature), and its feature is the target
-    of the noise-contrastive loss (``feature_labels``: the clip's row in the feature store). Optionally (``content_word_weight`` > 1), a text position holding a content word (not a
-    stopword, not punctuation) is that many times more likely to be chosen than a function word, at the same
-    15 % rate: narration is mostly function words and chatter, and zero-shot classification asks the model for
-    verbs and nouns (DESIGN.md §6). Each example carries its own masking seed, so masks do not depend on which
-    process collates, in which order, or after a resume.
+    of the noise-contrastive loss (`training.objectives.masked_clips`). Optionally (``content_word_weight`` > 1), a
+    text position holding a content word (not a stopword, not punctuation) is that many times more likely to be
+    chosen than a function word, at the same 15 % rate: narration is mostly function words and chatter, and
+    zero-shot classification asks the model for verbs and nouns (DESIGN.md §6). Each example carries its own
+    masking seed, so masks do not depend on which process collates, in which order, or after a resume.
 """
 from __future__ import annotations
 
@@ -393,7 +393,9 @@ class PretrainStream(IterableDataset):
                 yield from buckets.flush()
                 return
             if emitted == 0:
-                raise InputError(self.corpus.visual_source, f"the training videos of shard {index}/{count} give no example")
+                raise InputError(
+                    self.corpus.visual_source, f"the training videos of shard {index}/{count} give no example"
+                )
             epoch += 1
 
     def _rng(self, index: int, count: int, epoch: int) -> np.random.Generator:
@@ -504,7 +506,9 @@ class PretrainStream(IterableDataset):
             return clips
         tokens = _read_rows(corpus.tokens, ["video", "clip", "token"], videos).sort_by(order)
         if not (tokens["video"].equals(clips["video"]) and tokens["clip"].equals(clips["clip"])):
-            raise InputError(corpus.tokens, f"its clips are not those of {corpus.clips}; run `videobert tokenize` again")
+            raise InputError(
+                corpus.tokens, f"its clips are not those of {corpus.clips}; run `videobert tokenize` again"
+            )
         return clips.append_column("token", tokens["token"])
 
     def _visual(self, rows: pa.Table) -> np.ndarray:

@@ -226,7 +226,7 @@ class PretrainConfig:
         mine = flatten(asdict(self))
         theirs = flatten(other)
         # A setting the saved run predates had its default then.
-        defaults = {key: value for key, value in flatten(asdict(PretrainConfig(device="cpu"))).items() if key not in theirs}
+        defaults = flatten(asdict(PretrainConfig(device="cpu")))
         return [
             f"{key}: {theirs.get(key)!r} -> {value!r}"
             for key, value in mine.items()
@@ -301,7 +301,8 @@ class PretrainTrainer(Trainer):
                 batch = self._prepare_inputs(self.data_collator(examples))
                 regime = batch.pop("regime")
                 outputs = model(**batch, **model_inputs(self.objectives, train=False))
-                meter.add(objectives_step(self.objectives, outputs, batch, regime, train=False)[1], batch["attention_mask"])
+                _, sums = objectives_step(self.objectives, outputs, batch, regime, train=False)
+                meter.add(sums, batch["attention_mask"])
         model.train(was_training)
         metrics = {f"{metric_key_prefix}_{k}": v for k, v in meter.collect().items()}
         self.log(metrics)
@@ -680,7 +681,8 @@ def pretrain(
     )  # fmt: skip
     config = PretrainConfig(
         init=init, text_vocab=text_vocab, visual_init=visual_init, visual_input=visual_input, nce_weight=nce_weight,
-        nce_temperature=nce_temperature, nce_memory=nce_memory, data=data, max_steps=max_steps, alignment_weight=alignment_weight,
+        nce_temperature=nce_temperature, nce_memory=nce_memory, data=data, max_steps=max_steps,
+        alignment_weight=alignment_weight,
         masked_words_weight=masked_words_weight, masked_visual_words_weight=masked_visual_words_weight,
         learning_rate=learning_rate,
         lr_schedule=lr_schedule, warmup=warmup, weight_decay=weight_decay, max_grad_norm=max_grad_norm,

@@ -17,7 +17,9 @@ class Alignment(Objective):
     weight_field = "alignment_weight"
     metrics = ("alignment_loss", "alignment_accuracy")
 
-    def step(self, outputs: Any, batch: dict[str, torch.Tensor], regime: torch.Tensor, train: bool) -> tuple[torch.Tensor, Sums]:
+    def step(
+        self, outputs: Any, batch: dict[str, torch.Tensor], regime: torch.Tensor, train: bool
+    ) -> tuple[torch.Tensor, Sums]:
         labels = batch["alignment_labels"]  # (batch,)
         paired = labels != IGNORE_INDEX
         logits = outputs.alignment_logits[paired].detach().float()  # (pairs, 2)

@@ -57,7 +57,9 @@ class MaskedClips(Objective):
     def model_inputs(self, train: bool) -> dict[str, Any]:
         return {"nce_memory": self.memory} if train and self.memory is not None else {}
 
-    def step(self, outputs: Any, batch: dict[str, torch.Tensor], regime: torch.Tensor, train: bool) -> tuple[torch.Tensor, Sums]:
+    def step(
+        self, outputs: Any, batch: dict[str, torch.Tensor], regime: torch.Tensor, train: bool
+    ) -> tuple[torch.Tensor, Sums]:
         logits = outputs.nce_logits.detach().float()  # (masked clips, candidates); row i's own clip is column i
         own = torch.arange(logits.shape[0], device=logits.device)
         count = torch.tensor(logits.shape[0], device=logits.device)

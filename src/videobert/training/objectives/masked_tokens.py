@@ -28,7 +28,9 @@ class _MaskedTokens(Objective):
         super().__init__(weight)
         self.visual_token_offset = visual_token_offset
 
-    def step(self, outputs: Any, batch: dict[str, torch.Tensor], regime: torch.Tensor, train: bool) -> tuple[torch.Tensor, Sums]:
+    def step(
+        self, outputs: Any, batch: dict[str, torch.Tensor], regime: torch.Tensor, train: bool
+    ) -> tuple[torch.Tensor, Sums]:
         labels = batch["labels"]  # (batch, seq)
         masked = labels != IGNORE_INDEX  # (batch, seq)
         targets = labels[masked]  # (num_masked,)

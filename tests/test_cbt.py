@@ -22,7 +22,9 @@ from videobert.model import VideoBertConfig, VideoBertForPreTraining, VideoBertT
 from videobert.model.captioning import VideoBertForCaptioning
 from videobert.model.modeling import IGNORE_INDEX, info_nce
 from videobert.model.visual_input import words_and_features
+from videobert.tasks.caption import encoder_inputs
 from videobert.tasks.evaluate import segment_visual_inputs
+from videobert.tasks.finetune import finetune
 from videobert.tasks.retrieval import retrieval
 from videobert.tasks.zeroshot import LabelSet, zero_shot
 from videobert.training.data import MaskingCollator, PretrainCorpus, PretrainDataConfig, PretrainStream
@@ -181,8 +183,36 @@ def test_mismatched_visual_input_is_refused_with_a_clear_message(text_tokenizer,
     model = VideoBertForPreTraining(features_config)
     model.tokenizer = VideoBertTokenizer(text_tokenizer, features_config)
     model.save_pretrained(tmp_path / "m")
-    with pytest.raises(ConfigError, match="captioning feeds the model visual words only"):
-        VideoBertForCaptioning.from_videobert(tmp_path / "m")
+    with pytest.raises(ConfigError, match="fine-tuning feeds the model visual words only.*visual_input=features"):
+        finetune(tmp_path / "m", tmp_path / "work", tmp_path / "out")
+    with pytest.raises(ConfigError, match="reads them itself; use encoder pretrained or random"):
+        VideoBertForCaptioning.from_videobert(tmp_path / "m", encoder_mode="pretrained+features", feature_dim=6)
+
+
+@pytest.mark.parametrize("visual_input", ["features", "both"])
+def test_a_captioner_on_a_clip_feature_videobert_reads_its_features_through_the_pretrained_input(
+    text_tokenizer, tmp_path, visual_input
+):
+    config = tiny_config(text_tokenizer, visual_input)
+    torch.manual_seed(0)
+    model = VideoBertForPreTraining(config)
+    model.set_feature_statistics(np.full(FEATURE_DIM, 0.5), np.full(FEATURE_DIM, 2.0))
+    model.tokenizer = VideoBertTokenizer(text_tokenizer, config)
+    model.save_pretrained(tmp_path / "m")
+    captioner = VideoBertForCaptioning.from_videobert(tmp_path / "m", decoder_layers=1).eval()
+    assert captioner.config.reads_features and captioner.config.reads_words == (visual_input == "both")
+    assert captioner.config.feature_dim == FEATURE_DIM
+    for key, value in model.clip_input.state_dict().items():  # weights and the training clips' statistics
+        assert torch.equal(captioner.encoder.clip_input.state_dict()[key], value)
+    features = [np.random.default_rng(i).normal(size=(3, FEATURE_DIM)).astype(np.float32) for i in range(2)]
+    visual = features if visual_input == "features" else [words_and_features(np.arange(3), f) for f in features]
+    batch = encoder_inputs(captioner, [None, None], visual, torch.device("cpu"))
+    # The encoder's states are the pretrained VideoBERT's own over the same input.
+    states = captioner.encoder(**batch).last_hidden_state
+    expected = model.eval()(**batch, output_hidden_states=True).hidden_states[-1]
+    assert torch.allclose(states, expected, atol=1e-5)
+    captions = captioner.generate(**batch, max_new_tokens=3)
+    assert captions.shape[0] == 2
 
 
 # -------------------------------------------------------------------------------------------------- words parity

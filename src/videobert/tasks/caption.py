@@ -527,7 +527,9 @@ def _caption_run(
         captions = np.unique(train.examples.targets, return_inverse=True)[1][:, None]  # (examples, 1) caption ids
         rows = few_shot_rows(captions, options.few_shot, np.random.default_rng(options.seed))
         splits["train"] = CaptionSplit(train.examples.subset(rows), train.segments.take(pa.array(rows)))
-    if options.encoder in FEATURE_MODES:
+    # A features encoder starts from the training clips' statistics; a VideoBERT pretrained over clip features keeps
+    # the ones it was trained with, unless its weights are re-drawn (mode random).
+    if options.encoder in FEATURE_MODES or (network.config.encoder.reads_features and options.encoder == "random"):
         clips = np.concatenate([clip_features_of(v) for v in splits["train"].examples.visual])  # (clips, feature_dim)
         network.encoder.set_feature_statistics(torch.from_numpy(clips.mean(axis=0)), torch.from_numpy(clips.std(axis=0)))
     denoise_losses: list[float] = []

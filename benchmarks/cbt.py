@@ -2,10 +2,13 @@
 budget and data, then zero-shot classification (against the language prior), text-to-video retrieval and the held-out
 masked-clip accuracy (noise-contrastive top-1 among the batch's clips), plus the pretraining step throughput of each
 input as a ratio to words, timed in the same process in interleaved rounds (so a busy machine slows all alike):
-the median over rounds of each round's ratio.
+the median over rounds of each round's ratio. With ``--caption-seeds``, each pretrained model also gets a captioner
+(encoder `pretrained`: the VideoBERT reads its own input, words, features or both; `tasks.caption._caption_run`, the
+recipe of `benchmarks/captioning.py`) per seed, and the test CIDEr is compared seed by seed (paired).
 
     .venv/bin/python benchmarks/cbt.py WORK [--modes words,features,both] [--steps 1500] [--split test] [--out DIR]
     .venv/bin/python benchmarks/cbt.py WORK --steps 0 --throughput-rounds 20      # the throughput ratios only
+    .venv/bin/python benchmarks/cbt.py WORK --caption-seeds 0,1,2,3,4 --out DIR     # + captioning CIDEr over seeds
 
 WORK is a work directory with features, vocabulary and tokens (e.g. demo_out/work after `make demo`). The recipe is
 the demo's (`pipeline.DEMO_PRETRAIN`: a 2x256 BERT from scratch over a narration WordPiece vocabulary). Models and
@@ -22,9 +25,11 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from videobert.pipeline import DEMO_PRETRAIN
+from videobert.tasks.caption import CaptionOptions, CaptionScorer, _caption_run
 from videobert.tasks.evaluate import evaluate
 from videobert.training.data import PretrainDataConfig
 from videobert.training.pretrain import PretrainConfig, PretrainRecipe, run_pretraining
@@ -83,6 +88,8 @@ def main() -> None:
     parser.add_argument("--split", default="test", help="annotation split of zero-shot and retrieval")
     parser.add_argument("--throughput-steps", type=int, default=4, help="steps per timed round (0: no timing)")
     parser.add_argument("--throughput-rounds", type=int, default=10)
+    parser.add_argument("--caption-seeds", default="", help="captioning seeds, e.g. 0,1,2,3,4 (empty: none)")
+    parser.add_argument("--caption-epochs", type=int, default=40, help="most captioning epochs (early stopping)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -116,6 +123,16 @@ def main() -> None:
                 entry["throughput_vs_words"] = statistics.median(
                     w / m for w, m in zip(seconds["words"], seconds[mode])
                 )  # fmt: skip
+    caption_seeds = [int(s) for s in args.caption_seeds.split(",") if s]
+    if caption_seeds and args.steps:
+        with CaptionScorer() as scorer:
+            for mode in modes:
+                results[mode]["cider"] = [
+                    _caption_run(out / mode, args.work, out / f"caption-{mode}-{seed}",
+                                 CaptionOptions(encoder="pretrained", epochs=args.caption_epochs, seed=seed), scorer,
+                                 torch.device("cpu"))["test"]["cider"]
+                    for seed in caption_seeds
+                ]  # fmt: skip
     (out / "cbt.json").write_text(json.dumps(results, indent=2))
 
     print(f"\n{args.work}, {args.steps} steps, seed {args.seed}, split {args.split} (models in {out})\n")
@@ -134,6 +151,17 @@ def main() -> None:
               f"| {p['verb_top1']:.3f} / {p['noun_top1']:.3f} | {t2v['alignment']:.3f} / {t2v['embedding']:.3f} / "
               f"{t2v['likelihood']:.3f} | {'-' if nce is None else f'{nce:.3f}'} | "
               f"{'-' if ratio is None else f'{ratio:.2f}x'} |")
+    if caption_seeds and args.steps:
+        print(f"\nCaptioning CIDEr, test split, seeds {caption_seeds} (encoder pretrained)\n")
+        print("| visual input | CIDEr mean | min | max | seeds ahead of words | mean difference to words +- s.e. |")
+        print("|---|---|---|---|---|---|")
+        for mode, r in results.items():
+            cider = np.asarray(r["cider"])
+            paired = cider - np.asarray(results["words"]["cider"]) if "words" in results else None
+            error = paired.std(ddof=1) / np.sqrt(len(cider)) if paired is not None and len(cider) > 1 else float("nan")
+            versus = "-" if paired is None or mode == "words" else f"{int((paired > 0).sum())}/{len(cider)}"
+            difference = "-" if paired is None or mode == "words" else f"{paired.mean():+.2f} +- {error:.2f}"
+            print(f"| {mode} | {cider.mean():.2f} | {cider.min():.2f} | {cider.max():.2f} | {versus} | {difference} |")
 
 
 if __name__ == "__main__":

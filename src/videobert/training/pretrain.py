@@ -2,6 +2,7 @@
 
     videobert pretrain WORK --out MODEL_DIR                       # MiniLM initialisation, one process
     videobert pretrain WORK --out M --init scratch:2x64 --max-steps 50  # a tiny random BERT (tests, CI)
+    videobert pretrain WORK --out M --visual-input features        # continuous clip features, masked clips by NCE
     torchrun --nproc_per_node 8 -m videobert.cli pretrain WORK --out M --bf16     # DDP on one node
     torchrun --nnodes 2 --node-rank R --master-addr HOST --nproc_per_node 8 -m videobert.cli pretrain ...
     accelerate launch --num_processes 8 -m videobert.cli pretrain WORK --out M      # the same through accelerate
@@ -24,7 +25,8 @@ tests.
 Output directory::
 
     OUT/config.json, model.safetensors, tokenizer files, visual_vocab/   the model (`VideoBertForPreTraining`)
-    OUT/metrics.json   final per-regime losses (train and held-out), alignment accuracy, tokens/s
+    OUT/metrics.json   final per-regime losses (train and held-out), alignment accuracy, masked-clip loss and
+                       accuracy (models over clip features), tokens/s
     OUT/run.json       the settings and the inputs' identity (vocabulary hash, features fingerprint)
     OUT/checkpoints/   Trainer checkpoints (checkpoint-STEP/), what ``resume`` continues from
     OUT/logs/          TensorBoard: each regime's masked-token loss, the alignment loss and accuracy

@@ -418,6 +418,7 @@ def finetune_forecast(
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     config = VideoBertConfig.from_pretrained(model)
+    require_visual_words(config, model, "forecasting")
     tokens_path = checked_tokens(work, config)
     splits = {
         split: _examples(work, tokens_path, split, context_steps, max_context_tokens)

@@ -631,6 +631,7 @@ def finetune_qa(
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     config = VideoBertConfig.from_pretrained(model)
+    require_visual_words(config, model, "question answering")
     tokens_path = checked_tokens(work, config)
     splits = {split: load_questions(work, tokens_path, split, seed, num_choices) for split in ("train", "val", "test")}
     options = {"epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate, "patience": patience}

@@ -138,13 +138,6 @@ class FeatureStore:
             return np.zeros((0, self.dim), dtype)
         return np.concatenate([np.asarray(arr, dtype=dtype) for _, arr in self.iter_shards()])
 
-    def shard_offsets(self) -> dict[str, int]:
-        """Shard file name -> the global row (in :attr:`clips` order) of its first clip."""
-        offsets: dict[str, int] = {}
-        for i, name in enumerate(self.clips["shard"].to_pylist()):
-            offsets.setdefault(name, i)
-        return offsets
-
     def gather(self, rows: np.ndarray, dtype: Any = np.float32) -> np.ndarray:
         """(len(rows), D) features of the clips at global rows ``rows`` (positions in :attr:`clips`), read from the
         memory-mapped shards (only those rows)."""

@@ -45,24 +45,23 @@ import torch
 from videobert.data.ingest import load_manifest, load_segments, load_sentences
 from videobert.features.store import FeatureStore
 from videobert.model import visual_tokenizer_from_work_dir
-from videobert.model.visual_input import (  # noqa: F401  (words_and_features: part of this module's API)
-    clip_features_of,
-    encode_visual_batch,
-    visual_item,
-    words_and_features,
-)
 from videobert.model.captioning import (
     ENCODER_MODES,
     FEATURE_MODES,
     VideoBertCaptioningConfig,
     VideoBertForCaptioning,
 )
+from videobert.model.visual_input import (  # noqa: F401  (words_and_features: part of this module's API)
+    clip_features_of,
+    encode_visual_batch,
+    visual_item,
+    words_and_features,
+)
 from videobert.tasks.caption_metrics import CaptionScorer, format_table3, print_table3
 from videobert.tasks.evaluate import segment_clip_features, segment_visual_tokens
 from videobert.tasks.finetune import augment, few_shot_rows
 from videobert.tasks.supervised import fit
 from videobert.tasks.zeroshot import TEMPLATE
-from videobert.tokenizer.quality import segment_clip_index
 from videobert.tokenizer.stages import tokens_metadata
 from videobert.utils.device import resolve_device
 from videobert.utils.errors import ConfigError, InputError

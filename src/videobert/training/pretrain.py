@@ -53,7 +53,6 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 from accelerate import PartialState
-from accelerate.utils import reduce
 from torch.utils.data import DataLoader
 from transformers import (
     AutoTokenizer,

@@ -25,8 +25,10 @@ from videobert.model.visual_input import words_and_features
 from videobert.tasks.caption import encoder_inputs
 from videobert.tasks.evaluate import segment_visual_inputs
 from videobert.tasks.finetune import finetune
+from videobert.tasks.predict import predict
 from videobert.tasks.retrieval import retrieval
 from videobert.tasks.zeroshot import LabelSet, zero_shot
+from videobert.tokenizer.hkmeans import FeatureSource
 from videobert.training.data import MaskingCollator, PretrainCorpus, PretrainDataConfig, PretrainStream
 from videobert.training.objectives import MaskedClips, ObjectiveMeter, build_objectives, objectives_step
 from videobert.training.pretrain import PretrainConfig, run_pretraining
@@ -213,6 +215,10 @@ def test_a_captioner_on_a_clip_feature_videobert_reads_its_features_through_the_
     assert torch.allclose(states, expected, atol=1e-5)
     captions = captioner.generate(**batch, max_new_tokens=3)
     assert captions.shape[0] == 2
+    captioner.save_pretrained(tmp_path / "cap")
+    reloaded = VideoBertForCaptioning.from_pretrained(tmp_path / "cap").eval()
+    assert reloaded.config.encoder.visual_input == visual_input
+    assert torch.allclose(reloaded.encoder(**batch).last_hidden_state, states, atol=1e-5)
 
 
 # -------------------------------------------------------------------------------------------------- words parity
@@ -299,3 +305,23 @@ def test_visual_input_settings_are_validated(text_tokenizer):
     assert PretrainConfig(device="cpu").differences(old) == []
     changed = PretrainConfig(visual_input="features", device="cpu").differences(old)
     assert changed == ["visual_input: None -> 'features'"]
+
+
+def test_predict_embeds_a_new_video_for_a_model_over_clip_features(minicook_work, tmp_path):
+    config = PretrainConfig(init="scratch:1x32", visual_input="features", max_steps=2, learning_rate=1e-3,
+                            data={"batch_size": 8, "shuffle_buffer": 16, "max_length": 64}, device="cpu",
+                            save_steps=2, eval_steps=2, logging_steps=1)  # fmt: skip
+    assert run_pretraining(minicook_work, tmp_path / "m", config).ok
+    model = VideoBertForPreTraining.from_pretrained(tmp_path / "m")
+    assert model.config.feature_source == {k: v for k, v in json.loads(
+        (minicook_work / "features" / "meta.json").read_text()).items() if k in FeatureSource.KEYS}  # fmt: skip
+    video = pq.read_table(minicook_work / "manifest.parquet", columns=["path"])["path"][0].as_py()
+    report = predict(tmp_path / "m", video, work=minicook_work, window=3, out=tmp_path / "p.json", device="cpu")
+    result = json.loads((tmp_path / "p.json").read_text())
+    assert report.ok and result["clips"] and all(c["word"] is None for c in result["clips"])
+    # One clip per clip that extract wrote for this video: the same backbone and clip sampling.
+    store = FeatureStore(minicook_work)
+    video_id = pq.read_table(minicook_work / "manifest.parquet", columns=["video"])["video"][0].as_py()
+    rows = np.flatnonzero(store.clips["video"].to_numpy(zero_copy_only=False) == video_id)
+    assert len(rows) == len(result["clips"])
+    assert {len(w["verb"]) for w in result["windows"]} == {5}  # zero-shot top 5 of every window

@@ -86,6 +86,9 @@ class VideoBertConfig(BertConfig):
             Width of the clip features; required when `visual_input` reads features.
         nce_temperature (`float`, defaults to 0.1):
             Temperature of the noise-contrastive loss over masked clip features (cosine similarity / temperature).
+        feature_source (`dict`, *optional*):
+            For a model that reads features: how they were made (the feature store's meta.json fields backbone,
+            dim, fps, clip_frames, size), so that a new video is embedded the same way (`videobert predict`).
     """
 
     model_type = "videobert"
@@ -107,6 +110,7 @@ class VideoBertConfig(BertConfig):
     visual_input: str = "words"
     feature_dim: int | None = None
     nce_temperature: float = 0.1
+    feature_source: dict | None = None
 
     def __post_init__(self, **kwargs: Any) -> None:
         # Checks raise ConfigError here rather than in `validate_*` methods, which `@strict` would re-wrap.

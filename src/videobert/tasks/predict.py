@@ -53,9 +53,9 @@ import torch
 from videobert.data.transcripts import TRANSCRIPT_EXTENSIONS, load_transcript
 from videobert.data.video import ClipDecoder, probe
 from videobert.features.backbones import get_backbone
-from videobert.model.configuration import require_visual_words
 from videobert.model import VideoBertForPreTraining, require_tokenizer
 from videobert.model.modeling import VISUAL_VOCAB_DIR
+from videobert.model.visual_input import visual_item
 from videobert.tasks.retrieval import alignment_similarity
 from videobert.tasks.zeroshot import TEMPLATE, LabelSet, split_template, template_scores
 from videobert.tokenizer.hkmeans import CONFIG_FILE, FeatureSource
@@ -94,7 +94,8 @@ def predict(
     sampling recorded in the model's visual vocabulary.
 
     Args:
-        model: Model directory written by `videobert pretrain` (with visual_vocab/).
+        model: Model directory written by `videobert pretrain` (with visual_vocab/; a model over clip features
+            alone embeds the video as its config.json's feature_source says).
         video: Video file to run on (anything PyAV decodes).
         subtitles: Timed transcript (.srt, .vtt or .json); default: the video's same-stem sidecar when there is one.
         work: Work directory whose segments.parquet gives the candidate verbs and nouns not given by --verbs/--nouns.
@@ -116,7 +117,6 @@ def predict(
     if not model.is_dir():  # from_pretrained would take a missing path for a Hub id and go online
         raise InputError(model, "model directory not found")
     network = VideoBertForPreTraining.from_pretrained(model)
-    require_visual_words(network.config, model, "predict")
     require_tokenizer(network, model)
     source = _feature_source(network, model)
     split_template(template, network.config.mask_token)  # a bad template fails before any decoding
@@ -129,23 +129,29 @@ def predict(
     cues = load_transcript(subtitles, info.duration).sentences if subtitles is not None else []
 
     starts, ends, tokens, features = visual_words(network, source, video, batch_size, device)
-    if not len(tokens):
+    if not len(features):
         raise InputError(video, f"shorter than one clip ({source.clip_frames / source.fps:g} s): no visual words")
-    record = VideoRecord(str(video), np.asarray(starts), np.asarray(ends), tokens.astype(np.int64))
     config = network.config
-    words = network.tokenizer.convert_ids_to_tokens([config.visual_token_to_id(int(t)) for t in tokens])
+    tokens = None if tokens is None else tokens.astype(np.int64)
+    # What the model reads per clip: its visual word, its clip feature, or both (`model.visual_input`).
+    visual = visual_item(config.reads_words, config.reads_features, tokens, features)
+    record = VideoRecord(str(video), np.asarray(starts), np.asarray(ends), visual)
+    words = [None] * len(features)
+    if tokens is not None:
+        words = network.tokenizer.convert_ids_to_tokens([config.visual_token_to_id(int(t)) for t in tokens])
     clips = [
-        {"clip": i, "start": s, "end": e, "token": int(t), "word": w}
-        for i, (s, e, t, w) in enumerate(zip(starts, ends, tokens, words))
+        {"clip": i, "start": s, "end": e, "token": None if tokens is None else int(tokens[i]), "word": w}
+        for i, (s, e, w) in enumerate(zip(starts, ends, words))
     ]
 
-    bounds = range(0, len(tokens), window)
-    window_tokens = [tokens[a : a + window] for a in bounds]
+    bounds = range(0, len(features), window)
+    window_tokens = [None if tokens is None else tokens[a : a + window] for a in bounds]
     network.eval().to(torch_device)
     with torch.inference_mode():
         video_scores = template_scores(
-            network, network.tokenizer, window_tokens, labels["verb"], labels["noun"], template, batch_size
-        )
+            network, network.tokenizer, [visual[a : a + window] for a in bounds], labels["verb"], labels["noun"],
+            template, batch_size,
+        )  # fmt: skip
         prior_scores = template_scores(
             network, network.tokenizer, [None], labels["verb"], labels["noun"], template, batch_size
         )
@@ -154,7 +160,7 @@ def predict(
 
     windows = []
     for i, a in enumerate(bounds):
-        b = min(a + window, len(tokens))
+        b = min(a + window, len(features))
         row: dict[str, Any] = {
             "window": i, "start": starts[a], "end": ends[b - 1], "first_clip": a, "clips": b - a,
             "words": words[a:b],
@@ -204,8 +210,9 @@ def find_subtitles(video: Path) -> Path | None:
 def visual_words(
     network: VideoBertForPreTraining, source: FeatureSource, video: Path, batch_size: int, device: str
 ) -> tuple[list[float], list[float], np.ndarray, np.ndarray]:
-    """Clip starts, clip ends (seconds), the (clips,) int32 visual words and the (clips, D) float32 clip features of
-    `video`, made with the backbone and clip sampling of `source` and the model's visual tokenizer."""
+    """Clip starts, clip ends (seconds), the (clips,) int32 visual words (None for a model without a visual
+    vocabulary, which reads clip features alone) and the (clips, D) float32 clip features of `video`, made with the
+    backbone and clip sampling of `source` and the model's visual tokenizer."""
     backbone = get_backbone(source.backbone, device)
     if backbone.dim != source.dim or tuple(backbone.clip_size) != source.size:
         raise ConfigError(
@@ -226,11 +233,12 @@ def visual_words(
             batch = []
     if batch:
         features.append(backbone(np.stack(batch)))
+    words = network.visual_tokenizer
     if not features:
-        return starts, ends, np.zeros(0, np.int32), np.zeros((0, source.dim), np.float32)
+        return starts, ends, None if words is None else np.zeros(0, np.int32), np.zeros((0, source.dim), np.float32)
     # The feature store keeps float16; rounding the same way gives the same words as `extract` + `tokenize`.
     stacked = np.concatenate(features).astype(np.float16)  # (clips, D)
-    return starts, ends, network.visual_tokenizer.encode(stacked), stacked.astype(np.float32)
+    return starts, ends, None if words is None else words.encode(stacked), stacked.astype(np.float32)
 
 
 def top_labels(scores: np.ndarray, labels: LabelSet, k: int = TOP_K) -> list[dict[str, Any]]:
@@ -260,9 +268,16 @@ def alignment_summary(sentences: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _feature_source(network: VideoBertForPreTraining, model: Path) -> FeatureSource:
-    """The model's record of how its visual vocabulary's features were made, or a `ConfigError` saying how to get
-    one."""
+    """The model's record of how its visual vocabulary's features (or, for a model over clip features alone, its
+    features) were made, or a `ConfigError` saying how to get one."""
     vocab_config = model / VISUAL_VOCAB_DIR / CONFIG_FILE
+    if network.visual_tokenizer is None and network.config.visual_input == "features":
+        if network.config.feature_source is None:
+            raise ConfigError(
+                f"{model}/config.json has no feature_source (how its clip features were made); add one with the "
+                "contents of the training work directory's features/meta.json"
+            )
+        return FeatureSource.from_meta(network.config.feature_source)
     if network.visual_tokenizer is None:
         raise ConfigError(f"{model}: no {VISUAL_VOCAB_DIR}/; the model cannot turn a video into visual words")
     if network.visual_tokenizer.feature_source is None:
@@ -334,6 +349,10 @@ def _captions(
 
     network = VideoBertForCaptioning.from_pretrained(resolve_checkpoint(Path(captioner)))
     config = network.config
+    if config.reads_words and window_tokens[0] is None:
+        raise ConfigError(
+            f"{captioner}: the captioner reads visual words, but the model reads clip features alone and has none"
+        )
     if config.reads_features and config.feature_dim != window_features[0].shape[1]:
         raise ConfigError(
             f"{captioner}: the captioner reads {config.feature_dim}-d clip features, the model's backbone gives "
@@ -366,7 +385,9 @@ def _print_tables(result: dict[str, Any]) -> None:
     if captions:
         table.add_column("caption")
     for w in result["windows"]:
-        cells = [f"{w['start']:.1f}-{w['end']:.1f}", " ".join(w["words"]), ranked(w["verb"]), ranked(w["noun"])]
+        # A model over clip features alone has no visual words: its clips show as their count.
+        shown = " ".join(w["words"]) if w["words"][0] is not None else f"{w['clips']} clip features"
+        cells = [f"{w['start']:.1f}-{w['end']:.1f}", shown, ranked(w["verb"]), ranked(w["noun"])]
         table.add_row(*cells, *([w["caption"] or ""] if captions else []))
     console.print(table)
     if result["sentences"]:

@@ -72,7 +72,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from videobert.features.store import FeatureStore
 from videobert.model import VideoBertForPreTraining, default_text_checkpoint
 from videobert.model.configuration import VISUAL_INPUTS
-from videobert.tokenizer.hkmeans import VisualTokenizer
+from videobert.tokenizer.hkmeans import FeatureSource, VisualTokenizer
 from videobert.tokenizer.stages import features_fingerprint, tokens_metadata
 from videobert.training.data import MaskingCollator, PretrainCorpus, PretrainDataConfig, PretrainStream
 from videobert.training.objectives import (
@@ -432,6 +432,8 @@ class PretrainRecipe:
         model = self._text_initialised(visual_tokenizer, corpus, None if features is None else features.dim)
         if features is not None:
             model.set_feature_statistics(*features.statistics(corpus.train_videos))
+            source = FeatureSource.from_meta(features.meta)  # None for features not written by `extract`
+            model.config.feature_source = None if source is None else source.to_meta()
         return model
 
     def _text_initialised(

@@ -1,5 +1,5 @@
 """Distributed pretraining: two CPU processes (gloo, launched with torchrun) keep identical replicas and match one
-process that accumulates the same two batches per step."""
+process that accumulates the same two batches per step, over visual words and over continuous clip features."""
 from __future__ import annotations
 
 import dataclasses
@@ -74,11 +74,13 @@ def tiny_bert(tmp_path_factory) -> Path:
     return folder
 
 
-def test_two_processes_match_one_process_with_accumulation(tmp_path, tiny_bert):
+@pytest.mark.parametrize("visual_input", ["words", "features"])
+def test_two_processes_match_one_process_with_accumulation(tmp_path, tiny_bert, visual_input):
     videos = {f"n{i}": narrated(i % 4, 10 + i, "train") for i in range(8)}
     videos.update({"held0": narrated(4, 10, "val"), "held1": narrated(5, 12, "val")})
-    work = write_work_dir(tmp_path / "work", videos)
-    config = PretrainConfig(init=str(tiny_bert), visual_init="random", max_steps=4, learning_rate=1e-3, warmup=0,
+    work = write_work_dir(tmp_path / "work", videos, with_features=visual_input != "words")
+    config = PretrainConfig(init=str(tiny_bert), visual_init="random", visual_input=visual_input, max_steps=4,
+                            learning_rate=1e-3, warmup=0,
                             data={"batch_size": 4, "shuffle_buffer": 8, "max_length": 64},
                             device="cpu", save_steps=4, eval_steps=2, logging_steps=2)  # fmt: skip
 
@@ -112,5 +114,5 @@ def test_two_processes_match_one_process_with_accumulation(tmp_path, tiny_bert):
     assert ddp_metrics["processes"] == 2 and ddp_metrics["steps"] == 4
     for split in ("train", "eval_start", "eval"):  # per-regime sums reduced over the processes
         for key, value in single_metrics[split].items():
-            if key.startswith(("mlm_loss_", "alignment_")):
+            if key.startswith(("mlm_loss_", "alignment_", "nce_")):
                 assert ddp_metrics[split][key] == pytest.approx(value, rel=1e-4), (split, key)

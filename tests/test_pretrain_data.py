@@ -3,6 +3,7 @@ on small hand-made tokens/sentences tables."""
 from __future__ import annotations
 
 import itertools
+import json
 import types
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import pytest
 from transformers import AutoTokenizer
 
 import videobert.training.data as data_module
-from videobert.data.schema import MANIFEST, SENTENCES, TOKENS
+from videobert.data.schema import CLIPS, MANIFEST, SENTENCES, TOKENS
 from videobert.model import ALIGNED, NOT_ALIGNED, VideoBertConfig, VideoBertTokenizer, default_text_checkpoint
 from videobert.tokenizer.hkmeans import VisualTokenizer, VisualVocabConfig
 from videobert.tokenizer.stages import META_FEATURES, META_VOCAB_HASH
@@ -42,9 +43,17 @@ VISUAL_WORDS = 8  # k=2, depth=3
 _MANIFEST_COMPLETE = {b"videobert.ingest.complete": b"1"}
 
 
-def write_work_dir(root: Path, videos: dict[str, tuple[str | None, list[int], list[tuple[float, float, str]]]]) -> Path:
+FEATURE_DIM = 6
+
+
+def write_work_dir(
+    root: Path,
+    videos: dict[str, tuple[str | None, list[int], list[tuple[float, float, str]]]],
+    with_features: bool = False,
+) -> Path:
     """A work directory with manifest, sentences, tokens (clips of 1.5 s) and an 8-word vocabulary (fitted on random
-    features: only its size and hash matter here).
+    features: only its size and hash matter here); with ``with_features``, also clip features (`clip_feature`,
+    FEATURE_DIM wide) in two shards and clips.parquet.
 
     ``videos`` maps a video id to (split, visual tokens of its clips, sentences as (start, end, text)).
     """
@@ -68,7 +77,35 @@ def write_work_dir(root: Path, videos: dict[str, tuple[str | None, list[int], li
     pq.write_table(pa.Table.from_pylist(sentences, schema=SENTENCES), root / "sentences.parquet")
     token_meta = {META_VOCAB_HASH: vocab.content_hash.encode(), META_FEATURES: b"hand-made"}
     pq.write_table(pa.Table.from_pylist(tokens, schema=TOKENS.with_metadata(token_meta)), root / "tokens.parquet")
+    if with_features:
+        write_clip_features(root, tokens)
     return root
+
+
+def clip_feature(token: int, clip: int) -> np.ndarray:
+    """A clip's hand-made feature: its visual word in the first dimensions, its clip index in the last, so that two
+    clips of one video differ."""
+    vector = np.zeros(FEATURE_DIM, dtype=np.float32)
+    vector[token % (FEATURE_DIM - 1)] = 1.0 + token
+    vector[-1] = 0.1 * clip
+    return vector
+
+
+def write_clip_features(root: Path, tokens: list[dict]) -> None:
+    """features/ (meta.json, two shards) and clips.parquet for the clips of ``tokens`` (rows in video, clip order)."""
+    (root / "features").mkdir(exist_ok=True)
+    (root / "features" / "meta.json").write_text(json.dumps({"backbone": "hand-made", "dim": FEATURE_DIM}))
+    half = len(tokens) // 2
+    index = []
+    for shard, part in enumerate((tokens[:half], tokens[half:])):
+        name = f"shard-{shard:05d}"
+        vectors = np.stack([clip_feature(t["token"], t["clip"]) for t in part]).astype(np.float16)
+        np.save(root / "features" / f"{name}.npy", vectors)
+        rows = [{"video": t["video"], "clip": t["clip"], "start": t["start"], "end": t["end"], "shard": f"{name}.npy",
+                 "row": i} for i, t in enumerate(part)]  # fmt: skip
+        pq.write_table(pa.Table.from_pylist(rows, schema=CLIPS), root / "features" / f"{name}.parquet")
+        index += rows
+    pq.write_table(pa.Table.from_pylist(index, schema=CLIPS), root / "clips.parquet")
 
 
 @pytest.fixture(scope="module")

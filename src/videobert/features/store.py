@@ -108,6 +108,7 @@ class FeatureStore:
         meta_path = self.wd.require(self.wd.features / "meta.json", "extract")
         self.meta: dict[str, Any] = read_json(meta_path)
         self.clips: pa.Table = read_clip_index(self.wd.features)
+        self._locations: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
     @property
     def dim(self) -> int:
@@ -147,3 +148,38 @@ class FeatureStore:
         if len(self) == 0:
             return np.zeros((0, self.dim), dtype)
         return np.concatenate([np.asarray(arr, dtype=dtype) for _, arr in self.iter_shards()])
+
+    def gather(self, rows: np.ndarray, dtype: Any = np.float32) -> np.ndarray:
+        """(len(rows), D) features of the clips at global rows ``rows`` (positions in :attr:`clips`), read from the
+        memory-mapped shards (only those rows)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        out = np.empty((len(rows), self.dim), dtype=dtype)
+        if not len(rows):
+            return out
+        if self._locations is None:  # (shard index, row in shard) of every clip, built on first use
+            names, shard_of = np.unique(self.clips["shard"].to_numpy(zero_copy_only=False), return_inverse=True)
+            self._locations = (names, shard_of, self.clips["row"].to_numpy())
+        names, shard_of, in_shard = self._locations
+        for shard in np.unique(shard_of[rows]):
+            picked = shard_of[rows] == shard
+            out[picked] = np.asarray(self._shard(names[shard])[in_shard[rows[picked]]], dtype=dtype)
+        return out
+
+    def statistics(self, videos: Any = None) -> tuple[np.ndarray, np.ndarray]:
+        """Per-dimension mean and std (D,) float64 of the clips of ``videos`` (all clips when None), one shard at a
+        time."""
+        wanted = None if videos is None else set(videos)
+        total = np.zeros(self.dim)
+        squares = np.zeros(self.dim)
+        count = 0
+        for rows, array in self.iter_shards():
+            videos_of = rows["video"].to_numpy(zero_copy_only=False)
+            keep = np.ones(rows.num_rows, bool) if wanted is None else np.isin(videos_of, list(wanted))
+            x = np.asarray(array[rows["row"].to_numpy()[keep]], dtype=np.float64)  # (n, D)
+            total += x.sum(axis=0)
+            squares += (x**2).sum(axis=0)
+            count += len(x)
+        if count == 0:
+            raise InputError(self.wd.clips, "no clip of the requested videos has features")
+        mean = total / count
+        return mean, np.sqrt(np.maximum(squares / count - mean**2, 0.0))

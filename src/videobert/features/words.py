@@ -15,10 +15,11 @@ from videobert.utils.errors import ConfigError
 
 
 def visual_words(
-    visual_tokenizer: VisualTokenizer, source: FeatureSource, video: Path, batch_size: int, device: str
-) -> tuple[list[float], list[float], np.ndarray, np.ndarray]:
-    """Clip starts, clip ends (seconds), the (clips,) int32 visual words and the (clips, D) float32 clip features of
-    `video`, made with the backbone and clip sampling of `source` and `visual_tokenizer`."""
+    visual_tokenizer: VisualTokenizer | None, source: FeatureSource, video: Path, batch_size: int, device: str
+) -> tuple[list[float], list[float], np.ndarray | None, np.ndarray]:
+    """Clip starts, clip ends (seconds), the (clips,) int32 visual words (None without a `visual_tokenizer`: a model
+    over clip features alone) and the (clips, D) float32 clip features of `video`, made with the backbone and clip
+    sampling of `source` and `visual_tokenizer`."""
     backbone = get_backbone(source.backbone, device)
     if backbone.dim != source.dim or tuple(backbone.clip_size) != source.size:
         raise ConfigError(
@@ -40,9 +41,11 @@ def visual_words(
     if batch:
         features.append(backbone(np.stack(batch)))
     if not features:
-        return starts, ends, np.zeros(0, np.int32), np.zeros((0, source.dim), np.float32)
+        return starts, ends, None if visual_tokenizer is None else np.zeros(0, np.int32), np.zeros((0, source.dim), np.float32)
     # The feature store keeps float16; rounding the same way gives the same words as `extract` + `tokenize`.
     stacked = np.concatenate(features).astype(np.float16)  # (clips, D)
+    if visual_tokenizer is None:
+        return starts, ends, None, stacked.astype(np.float32)
     # A vocabulary that centres videos takes the mean of this video's clips, as `tokenize` takes each video's.
     means = np.broadcast_to(stacked.astype(np.float32).mean(axis=0), stacked.shape) if visual_tokenizer.centres_videos else None
     return starts, ends, visual_tokenizer.encode(stacked, means=means), stacked.astype(np.float32)

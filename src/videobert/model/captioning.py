@@ -23,6 +23,10 @@ Encoder modes (`VideoBertCaptioningConfig.encoder_mode`), the rows of the paper-
                          exactly what `pretrained+features` sees, so the difference between these two rows is what
                          VideoBERT pretraining adds on top of the features.
 
+A VideoBERT pretrained over continuous clip features (`pretrain --visual-input features` or `both`, CBT) captions in
+modes `pretrained` and `random`: its encoder itself reads the clip features (or words and features) through its
+clip-feature input (`model.visual_input`), copied with the other weights in mode `pretrained`.
+
 Fusion by sum was measured against concatenating the two state sequences (the decoder attending to 2 x length
 states) and against concatenating them per position followed by a new linear layer; on the demo corpus the sum was
 ahead of both (BENCHMARKS.md, "Captioning over seeds").
@@ -67,6 +71,7 @@ from videobert.model.modeling import (
     require_tokenizer,
 )
 from videobert.model.tokenization import VideoBertTokenizer
+from videobert.model.visual_input import ClipFeatureInput, visual_embeddings
 from videobert.tokenizer.hkmeans import VisualTokenizer
 from videobert.utils.errors import ConfigError
 
@@ -116,18 +121,26 @@ class VideoBertCaptioningConfig(PreTrainedConfig):
 
     @property
     def reads_features(self) -> bool:
-        """Whether the encoder reads continuous clip features (`visual_features`)."""
-        return self.encoder_mode in FEATURE_MODES
+        """Whether the encoder reads continuous clip features (`visual_features`): a features mode, or a VideoBERT
+        pretrained over them."""
+        return self.encoder_mode in FEATURE_MODES or self.encoder.reads_features
 
     @property
     def reads_words(self) -> bool:
         """Whether the encoder reads visual words (ids in `input_ids`)."""
-        return self.encoder_mode in WORD_MODES
+        return self.encoder_mode in WORD_MODES and self.encoder.reads_words
 
     def __post_init__(self, **kwargs: Any) -> None:
         super().__post_init__(**kwargs)
         if self.encoder_mode not in ENCODER_MODES:
             raise ConfigError(f"encoder_mode must be one of {', '.join(ENCODER_MODES)}, got {self.encoder_mode!r}")
+        if self.encoder.reads_features:
+            if self.encoder_mode not in ("pretrained", "random"):
+                raise ConfigError(
+                    f"encoder_mode {self.encoder_mode!r}: a VideoBERT pretrained over clip features (visual_input="
+                    f"{self.encoder.visual_input}) reads them itself; use encoder pretrained or random"
+                )
+            self.feature_dim = self.encoder.feature_dim
         if self.encoder_mode in FEATURE_MODES and (self.feature_dim is None or self.feature_dim < 1):
             raise ConfigError(f"encoder_mode {self.encoder_mode!r} needs a positive feature_dim, got {self.feature_dim}")
         if self.decoder.vocab_size != self.encoder.text_vocab_size:
@@ -230,16 +243,22 @@ class VideoBertCaptionEncoder(nn.Module):
         self.config = config.encoder
         self.bert = VideoBertModel(config.encoder, add_pooling_layer=False)
         self.mode = config.encoder_mode
-        self.feature_projection = self.feature_bert = None
-        if config.reads_features:
+        self.feature_projection = self.feature_bert = self.clip_input = None
+        if config.encoder.reads_features:  # a VideoBERT pretrained over clip features reads them itself
+            encoder = config.encoder
+            self.clip_input = ClipFeatureInput(encoder.feature_dim, encoder.hidden_size, encoder.layer_norm_eps)
+        if config.encoder_mode in FEATURE_MODES:
             self.feature_projection = nn.Linear(config.feature_dim, config.encoder.hidden_size)
             self.register_buffer("feature_mean", torch.zeros(config.feature_dim))
             self.register_buffer("feature_std", torch.ones(config.feature_dim))
-        if config.reads_features and config.reads_words:
+        if config.encoder_mode in FEATURE_MODES and config.encoder_mode in WORD_MODES:
             self.feature_bert = VideoBertModel(config.encoder, add_pooling_layer=False)
 
     def set_feature_statistics(self, mean: torch.Tensor, std: torch.Tensor) -> None:
         """Per-dimension mean and std (feature_dim,) used to standardise clip features; std 0 counts as 1."""
+        if self.clip_input is not None:
+            self.clip_input.set_statistics(mean, std)
+            return
         if self.feature_projection is None:
             raise ConfigError(f"feature statistics apply to the modes {', '.join(FEATURE_MODES)} only")
         with torch.no_grad():
@@ -263,6 +282,17 @@ class VideoBertCaptionEncoder(nn.Module):
         features, the word encoder's states plus the features encoder's.
         """
         kwargs.pop("return_dict", None)
+        if self.clip_input is not None:
+            if visual_features is None:
+                raise ConfigError(f"a VideoBERT over clip features ({self.config.visual_input}) needs visual_features")
+            embeddings = visual_embeddings(
+                self.bert.get_input_embeddings(), self.clip_input, input_ids, visual_features,
+                self.config.visual_input, self.config.is_visual(input_ids),
+            )  # fmt: skip
+            out = self.bert(
+                inputs_embeds=embeddings, attention_mask=attention_mask, token_type_ids=token_type_ids, **kwargs
+            )  # fmt: skip
+            return BaseModelOutput(out.last_hidden_state, out.hidden_states, out.attentions)
         if self.feature_projection is None:
             out = self.bert(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, **kwargs)
             return BaseModelOutput(out.last_hidden_state, out.hidden_states, out.attentions)
@@ -419,6 +449,8 @@ class VideoBertForCaptioning(PreTrainedModel, GenerationMixin):
         if encoder_mode in PRETRAINED_MODES:
             state = {k: v for k, v in source.bert.state_dict().items() if not k.startswith("pooler.")}
             model.encoder.bert.load_state_dict(state)
+            if source.clip_input is not None:
+                model.encoder.clip_input.load_state_dict(source.clip_input.state_dict())
         if config.decoder.d_model == config.encoder.hidden_size:
             with torch.no_grad():
                 text_rows = model.encoder.bert.get_input_embeddings().weight[: config.encoder.text_vocab_size]

@@ -12,7 +12,9 @@ Joint vocabulary layout (T = ``text_vocab_size``, V = ``visual_vocab_size``)::
     vocab_size = T + 1 + V
 
 The config also records the content hash of the visual vocabulary the model was trained with, so that a model is
-never used with visual tokens produced by a different k-means tree (same ids, different meaning).
+never used with visual tokens produced by a different k-means tree (same ids, different meaning), and the visual
+input it reads (`visual_input`): visual words, continuous clip features (CBT) or both. A model that reads features
+alone has a one-word placeholder vocabulary (`[V0]` marks the visual positions; `model.visual_input`).
 """
 from __future__ import annotations
 
@@ -36,6 +38,9 @@ if TYPE_CHECKING:
 # "aligned" takes BERT's "is next" index.
 ALIGNED = 0
 NOT_ALIGNED = 1
+
+# What the visual positions of a sequence read (`model.visual_input` says how each is embedded).
+VISUAL_INPUTS = ("words", "features", "both")
 
 # Fields of a text BERT config that describe the network and carry over unchanged into the joint model.
 _ARCHITECTURE_FIELDS = (
@@ -76,6 +81,17 @@ class VideoBertConfig(BertConfig):
             The token between the text and the visual part.
         visual_separator_token_id (`int`, *optional*):
             Always `text_vocab_size`; filled in when omitted and checked when given.
+        visual_input (`str`, defaults to `"words"`):
+            What a visual position reads: `"words"` (the visual word's embedding), `"features"` (the projected
+            continuous clip feature; masked positions are trained by noise-contrastive estimation) or `"both"` (the
+            two summed).
+        feature_dim (`int`, *optional*):
+            Width of the clip features; required when `visual_input` reads features.
+        nce_temperature (`float`, defaults to 0.1):
+            Temperature of the noise-contrastive loss over masked clip features (cosine similarity / temperature).
+        feature_source (`dict`, *optional*):
+            For a model that reads features: how they were made (the feature store's meta.json fields backbone,
+            dim, fps, clip_frames, size), so that a new video is embedded the same way (`videobert predict`).
     """
 
     model_type = "videobert"
@@ -94,6 +110,10 @@ class VideoBertConfig(BertConfig):
     pad_token_id: int = 0
     visual_separator_token: str = "[>]"
     visual_separator_token_id: int | None = None
+    visual_input: str = "words"
+    feature_dim: int | None = None
+    nce_temperature: float = 0.1
+    feature_source: dict | None = None
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *args: Any, **kwargs: Any):
@@ -130,6 +150,14 @@ class VideoBertConfig(BertConfig):
                 f"hidden_size ({self.hidden_size}) must be divisible by num_attention_heads "
                 f"({self.num_attention_heads})"
             )
+        if self.visual_input not in VISUAL_INPUTS:
+            raise ConfigError(f"visual_input must be one of {', '.join(VISUAL_INPUTS)}, got {self.visual_input!r}")
+        if self.reads_features and (self.feature_dim is None or self.feature_dim < 1):
+            raise ConfigError(
+                f"visual_input {self.visual_input!r} needs a positive feature_dim, got {self.feature_dim}"
+            )
+        if self.nce_temperature <= 0:
+            raise ConfigError(f"nce_temperature must be positive, got {self.nce_temperature}")
         if self.type_vocab_size < 2:
             raise ConfigError(
                 f"type_vocab_size must be at least 2 (0 marks text, 1 the visual part), got {self.type_vocab_size}"
@@ -168,6 +196,31 @@ class VideoBertConfig(BertConfig):
             **fields,
             **kwargs,
         )
+
+    @property
+    def reads_words(self) -> bool:
+        """Whether visual positions read visual-word embeddings (`visual_input` words or both)."""
+        return self.visual_input in ("words", "both")
+
+    @property
+    def reads_features(self) -> bool:
+        """Whether visual positions read continuous clip features (`visual_input` features or both)."""
+        return self.visual_input in ("features", "both")
+
+    def check_visual_input(self, has_features: bool, source: str | os.PathLike = "") -> None:
+        """Raise `ConfigError` unless clip features are given (`has_features`) exactly when this model reads them;
+        `source` names the model for the message."""
+        where = f"{source}: " if str(source) else ""
+        if has_features and not self.reads_features:
+            raise ConfigError(
+                f"{where}the model was trained on visual words (visual_input=words) and cannot read continuous clip "
+                "features; pretrain a model with --visual-input features or both for them"
+            )
+        if self.reads_features and not has_features:
+            raise ConfigError(
+                f"{where}the model was trained on continuous clip features (visual_input={self.visual_input}) and "
+                "needs them: run `videobert extract` on the work directory (clips.parquet and features/)"
+            )
 
     @property
     def visual_token_offset(self) -> int:
@@ -237,6 +290,17 @@ def reading_model_files(path: str | os.PathLike) -> Iterator[None]:
         name = next((name for kind, name in culprit.items() if isinstance(error, kind)), None)
         where = Path(path) / name if name and Path(path).is_dir() else path
         raise InputError(where, f"cannot load the model ({type(error).__name__}: {detail})") from error
+
+
+def require_visual_words(config: VideoBertConfig, source: str | os.PathLike, task: str) -> None:
+    """Raise `ConfigError` unless the model of `config` (from `source`) reads visual words alone: `task` feeds it
+    visual words and nothing else."""
+    if config.visual_input != "words":
+        raise ConfigError(
+            f"{source}: {task} feeds the model visual words only, but it was pretrained with "
+            f"visual_input={config.visual_input} (continuous clip features); use a model pretrained with "
+            "--visual-input words, or the tasks that read clip features (evaluate --task zeroshot or retrieval)"
+        )
 
 
 def directory_model_type(path: str | os.PathLike) -> str | None:

@@ -9,6 +9,12 @@ configuration.py), so a text-only input runs exactly the text checkpoint's compu
   video belong to this sentence" plays the role of "does this sentence follow that one", so a BERT pretraining
   checkpoint initialises it, and label 0 (`ALIGNED`) is BERT's "is next", 1 (`NOT_ALIGNED`) is "random".
 
+A model that reads continuous clip features (`config.visual_input` features or both; `model.visual_input`) embeds its
+visual positions from `visual_features` and has a third head: a masked clip is trained by noise-contrastive
+estimation (CBT, Sun et al. 2019): the output at the masked position, through `nce_head`, is scored by cosine
+similarity / temperature against the clip's own standardised feature and those of the other masked clips of the
+batch (and optionally a memory of earlier clips), and the cross-entropy picks the own clip (`info_nce`).
+
 A model directory (`save_pretrained` / `from_pretrained`) holds config.json, model.safetensors, the text
 tokenizer files and the visual vocabulary in `visual_vocab/`; config.json records the vocabulary's content hash.
 """
@@ -26,13 +32,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import AutoConfig, AutoTokenizer, BertForPreTraining, BertModel
-from transformers.models.bert.modeling_bert import BertPreTrainedModel, BertPreTrainingHeads
+from transformers.models.bert.modeling_bert import (
+    BertPredictionHeadTransform,
+    BertPreTrainedModel,
+    BertPreTrainingHeads,
+)
 from transformers.utils import ModelOutput
 from transformers.utils import logging as hf_logging
 from transformers.utils.generic import can_return_tuple
 
 from videobert.model.configuration import VideoBertConfig, reading_model_files, require_videobert_dir
 from videobert.model.tokenization import VideoBertTokenizer
+from videobert.model.visual_input import ClipFeatureInput, visual_embeddings
 from videobert.tokenizer.hkmeans import VisualTokenizer
 from videobert.utils.errors import ConfigError
 from videobert.workdir import WorkDir
@@ -67,6 +78,11 @@ class VideoBertForPreTrainingOutput(ModelOutput):
         `labels != -100`, in row-major order (i.e. aligned with `labels[labels != -100]`).
     alignment_logits (`torch.FloatTensor` of shape `(batch_size, 2)`):
         Scores of `ALIGNED` (0) and `NOT_ALIGNED` (1).
+    nce_loss (`torch.FloatTensor` of shape `()`, returned when `feature_labels` is given):
+        Mean noise-contrastive cross-entropy over the masked clips (`info_nce`).
+    nce_logits (`torch.FloatTensor` of shape `(num_masked_clips, num_masked_clips + memory)`):
+        Their scores against every candidate clip; row i's own clip is column i (-inf: another position of the
+        same clip, not a negative).
     hidden_states, attentions:
         As in `BertModel`, when `output_hidden_states` / `output_attentions` is passed.
     """
@@ -76,6 +92,8 @@ class VideoBertForPreTrainingOutput(ModelOutput):
     alignment_loss: torch.FloatTensor | None = None
     prediction_logits: torch.FloatTensor | None = None
     alignment_logits: torch.FloatTensor | None = None
+    nce_loss: torch.FloatTensor | None = None
+    nce_logits: torch.FloatTensor | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
     attentions: tuple[torch.FloatTensor, ...] | None = None
 
@@ -158,7 +176,19 @@ class VideoBertForPreTraining(VideoBertPreTrainedModel):
         self.bert = VideoBertModel(config)
         # `predictions` is the masked-token head, `seq_relationship` the alignment head (BERT's next-sentence head).
         self.cls = BertPreTrainingHeads(config)
+        self.clip_input = self.nce_head = None
+        if config.reads_features:
+            self.clip_input = ClipFeatureInput(config.feature_dim, config.hidden_size, config.layer_norm_eps)
+            self.nce_head = nn.Sequential(
+                BertPredictionHeadTransform(config), nn.Linear(config.hidden_size, config.feature_dim)
+            )
         self.post_init()
+
+    def set_feature_statistics(self, mean: Any, std: Any) -> None:
+        """Per-dimension mean and std (feature_dim,) of the training clips, used to standardise clip features."""
+        if self.clip_input is None:
+            raise ConfigError("feature statistics apply to a model that reads clip features (visual_input)")
+        self.clip_input.set_statistics(mean, std)
 
     def get_output_embeddings(self) -> nn.Linear:
         return self.cls.predictions.decoder
@@ -178,6 +208,9 @@ class VideoBertForPreTraining(VideoBertPreTrainedModel):
         labels: torch.LongTensor | None = None,
         alignment_labels: torch.LongTensor | None = None,
         return_full_logits: bool = False,
+        visual_features: torch.FloatTensor | None = None,
+        feature_labels: torch.LongTensor | None = None,
+        nce_memory: tuple[torch.Tensor, torch.Tensor] | None = None,
         **kwargs: Any,
     ) -> VideoBertForPreTrainingOutput:
         r"""
@@ -187,7 +220,24 @@ class VideoBertForPreTraining(VideoBertPreTrainedModel):
             `ALIGNED` (0) or `NOT_ALIGNED` (1); -100 for examples without a text–video pair (text-only, video-only).
         return_full_logits (`bool`, defaults to `False`):
             With `labels`, also score the unmasked positions (`prediction_logits` of shape (batch, seq, vocab)).
+        visual_features (`torch.FloatTensor` of shape `(batch_size, sequence_length, feature_dim)`):
+            The clip feature of every visual position (any value elsewhere); required exactly when the model reads
+            features (`config.visual_input`). At a masked position it is only the target, never the input.
+        feature_labels (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
+            At each masked clip, an id of the clip (equal ids: the same clip, never its own negative); -100
+            elsewhere. Gives `nce_loss`.
+        nce_memory (`(features (K, feature_dim), ids (K,))`, *optional*):
+            Earlier clips' raw features and ids, extra negatives of the noise-contrastive loss.
         """
+        self.config.check_visual_input(visual_features is not None)
+        if self.config.reads_features:
+            if input_ids is None:
+                raise ConfigError("a model that reads clip features needs input_ids to find the visual positions")
+            inputs_embeds = visual_embeddings(
+                self.bert.get_input_embeddings(), self.clip_input, input_ids, visual_features,
+                self.config.visual_input, self.config.is_visual(input_ids),
+            )  # fmt: skip
+            input_ids = None
         outputs = self.bert(
             input_ids,
             attention_mask=attention_mask,
@@ -218,13 +268,29 @@ class VideoBertForPreTraining(VideoBertPreTrainedModel):
         if alignment_labels is not None:
             alignment_loss = _mean_cross_entropy(alignment_logits, alignment_labels.view(-1))
 
-        present = [term for term in (mlm_loss, alignment_loss) if term is not None]
+        nce_loss = nce_logits = None
+        if feature_labels is not None:
+            if self.nce_head is None:
+                raise ConfigError("feature_labels need a model that reads clip features (visual_input)")
+            masked = feature_labels != IGNORE_INDEX  # (batch, seq)
+            queries = self.nce_head(sequence_output[masked])  # (num_masked, feature_dim)
+            targets = self.clip_input.standardise(visual_features[masked])  # (num_masked, feature_dim)
+            ids = feature_labels[masked]  # (num_masked,)
+            if nce_memory is not None:
+                memory = (self.clip_input.standardise(nce_memory[0]), nce_memory[1])
+            else:
+                memory = None
+            nce_loss, nce_logits = info_nce(queries, targets, ids, self.config.nce_temperature, memory)
+
+        present = [term for term in (mlm_loss, alignment_loss, nce_loss) if term is not None]
         return VideoBertForPreTrainingOutput(
             loss=sum(present) if present else None,
             mlm_loss=mlm_loss,
             alignment_loss=alignment_loss,
             prediction_logits=prediction_logits,
             alignment_logits=alignment_logits,
+            nce_loss=nce_loss,
+            nce_logits=nce_logits,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
         )
@@ -238,6 +304,9 @@ class VideoBertForPreTraining(VideoBertPreTrainedModel):
         visual_init: Literal["centroids", "random"] = "centroids",
         attn_implementation: str = "sdpa",
         dtype: torch.dtype = torch.float32,
+        visual_input: str = "words",
+        feature_dim: int | None = None,
+        nce_temperature: float = 0.1,
     ) -> "VideoBertForPreTraining":
         """A VideoBERT initialised from a text BERT checkpoint, its vocabulary extended with `[>]` and visual words.
 
@@ -255,7 +324,13 @@ class VideoBertForPreTraining(VideoBertPreTrainedModel):
         * `visual_init="random"`: the text embeddings' mean plus normal noise with their std.
 
         The output bias is the checkpoint's for text ids and 0 for the new ids.
+
+        `visual_input`, `feature_dim` and `nce_temperature` are recorded in the config (configuration.py). A model
+        that reads features alone needs no visual vocabulary: it gets the one placeholder word `[V0]`.
         """
+        if visual_input == "features" and visual_tokenizer is None:
+            # The placeholder's embedding row is never read (the projected feature replaces it).
+            visual_vocab_size, visual_init = visual_vocab_size or 1, "random"
         path = default_text_checkpoint() if path is None else path
         if visual_tokenizer is not None:
             if visual_vocab_size is not None and visual_vocab_size != visual_tokenizer.vocab_size:
@@ -286,6 +361,9 @@ class VideoBertForPreTraining(VideoBertPreTrainedModel):
                 for role in ("cls", "sep", "mask", "pad")
             },
             attn_implementation=attn_implementation,
+            visual_input=visual_input,
+            feature_dim=feature_dim,
+            nce_temperature=nce_temperature,
         )
         with _quiet_transformers():
             # BertForPreTraining reads plain BertModel checkpoints (no prefix, no heads) and pretraining ones alike.
@@ -352,6 +430,35 @@ def visual_tokenizer_from_work_dir(work: str | os.PathLike, config: VideoBertCon
     return visual_tokenizer
 
 
+def info_nce(
+    queries: torch.Tensor,
+    targets: torch.Tensor,
+    ids: torch.Tensor,
+    temperature: float,
+    memory: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Noise-contrastive loss of `queries` (m, d) against their `targets` (m, d): (mean loss, logits (m, m + K)).
+
+    Every candidate is scored by cosine similarity / `temperature`; row i's positive is target i, its negatives the
+    other targets and the K `memory` features (with their ids). A candidate with the same id as row i (the same clip
+    at another position or in the memory) is no negative: its logit is -inf. The loss is the mean cross-entropy of
+    the positive, 0 (still part of the graph) when m = 0.
+    """
+    q = F.normalize(queries.float(), dim=-1)  # (m, d)
+    candidates, candidate_ids = F.normalize(targets.float(), dim=-1), ids  # (m, d), (m,)
+    if memory is not None:
+        candidates = torch.cat([candidates, F.normalize(memory[0].float(), dim=-1)])  # (m + K, d)
+        candidate_ids = torch.cat([ids, memory[1].to(ids.device)])  # (m + K,)
+    logits = q @ candidates.T / temperature  # (m, m + K)
+    m = q.shape[0]
+    own = torch.zeros_like(logits, dtype=torch.bool)
+    own[:, :m] = torch.eye(m, dtype=torch.bool, device=logits.device)
+    logits = logits.masked_fill((ids[:, None] == candidate_ids[None, :]) & ~own, float("-inf"))
+    target = torch.arange(m, device=logits.device)
+    loss = F.cross_entropy(logits, target, reduction="sum") / max(m, 1)
+    return loss, logits
+
+
 def _mean_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy over the entries whose label is not -100; 0 instead of NaN when there is none, so a batch
     with nothing to predict for one objective (e.g. no text–video pair) still trains the other."""
@@ -374,10 +481,12 @@ def _copy_text_weights(model: VideoBertForPreTraining, text_model: BertForPreTra
     # The decoder tensors are the tied embedding and bias: filled through them.
     vocab_keys = {embedding_key, bias_key, "cls.predictions.decoder.weight", "cls.predictions.decoder.bias"}
     result = model.load_state_dict({k: v for k, v in state.items() if k not in vocab_keys}, strict=False)
-    if result.unexpected_keys or set(result.missing_keys) - vocab_keys:
+    # The clip-feature input and its contrastive head are VideoBERT's own: a text checkpoint has nothing for them.
+    missing = {k for k in result.missing_keys if not k.startswith(("clip_input.", "nce_head."))} - vocab_keys
+    if result.unexpected_keys or missing:
         raise ConfigError(
             "the text checkpoint does not match BERT's layout: "
-            f"unexpected {result.unexpected_keys}, missing {sorted(set(result.missing_keys) - vocab_keys)}"
+            f"unexpected {result.unexpected_keys}, missing {sorted(missing)}"
         )
     with torch.no_grad():
         embeddings = model.get_input_embeddings().weight  # (vocab, hidden)

@@ -51,12 +51,17 @@ from videobert.model.captioning import (
     VideoBertCaptioningConfig,
     VideoBertForCaptioning,
 )
+from videobert.model.visual_input import (  # noqa: F401  (words_and_features: part of this module's API)
+    clip_features_of,
+    encode_visual_batch,
+    visual_item,
+    words_and_features,
+)
 from videobert.tasks.caption_metrics import CaptionScorer, format_table3, print_table3
-from videobert.tasks.evaluate import segment_visual_tokens
+from videobert.tasks.evaluate import segment_clip_features, segment_visual_tokens
 from videobert.tasks.finetune import augment, few_shot_rows
 from videobert.tasks.supervised import fit
 from videobert.tasks.zeroshot import TEMPLATE
-from videobert.tokenizer.quality import segment_clip_index
 from videobert.tokenizer.stages import tokens_metadata
 from videobert.utils.device import resolve_device
 from videobert.utils.errors import ConfigError, InputError
@@ -110,24 +115,10 @@ def encoder_inputs(
     """The encoder's (batch, seq) inputs for (text, visual) pairs on `device`; in the modes that read features also
     `visual_features` (batch, seq, feature_dim), each clip's feature at its visual position. `visual` holds what the
     mode reads (module docstring)."""
-    tokenizer, config = model.tokenizer, model.config
-    if not config.reads_features:
-        batch = tokenizer.batch_encode(texts, visual)
-        return {key: value.to(device) for key, value in batch.items()}
-    if config.reads_words:
-        words = [None if v is None else v["word"] for v in visual]
-        visual = [None if v is None else v["feature"] for v in visual]
-    else:
-        # Placeholder words hold the visual positions; the encoder replaces their embeddings by the projected features.
-        words = [None if v is None else np.zeros(len(v), dtype=np.int64) for v in visual]
-    batch = tokenizer.batch_encode(texts, words)
-    is_visual = config.encoder.is_visual(batch["input_ids"])  # (batch, seq)
-    features = torch.zeros(*batch["input_ids"].shape, config.feature_dim)  # (batch, seq, feature_dim)
-    for row, clips in enumerate(visual):
-        if clips is not None:
-            kept = int(is_visual[row].sum())  # the tokenizer may have cut the visual side to fit
-            features[row, is_visual[row]] = torch.as_tensor(np.asarray(clips[:kept], dtype=np.float32))
-    batch["visual_features"] = features
+    config = model.config
+    batch = encode_visual_batch(
+        model.tokenizer, texts, visual, config.reads_words, config.reads_features, config.feature_dim
+    )  # fmt: skip
     return {key: value.to(device) for key, value in batch.items()}
 
 
@@ -374,44 +365,9 @@ def visual_input(
     config: VideoBertCaptioningConfig, words: np.ndarray | None, features: np.ndarray | None
 ) -> np.ndarray:
     """One segment's visual input as `config`'s encoder reads it: its `(clips,)` visual words, its `(clips,
-    feature_dim)` clip features, or both (`words_and_features`); what the encoder does not read may be None."""
-    if config.reads_words and config.reads_features:
-        return words_and_features(words, features)
-    return features if config.reads_features else words
-
-
-def words_and_features(words: np.ndarray, features: np.ndarray) -> np.ndarray:
-    """The visual input of the modes that read words and features: a structured array of one record per clip, with
-    fields `word` (its visual word) and `feature` (its `(feature_dim,)` clip feature); indexing and slicing keep the
-    two together, so the augmentations of `finetune.augment` apply unchanged."""
-    if len(words) != len(features):
-        raise ValueError(f"{len(words)} visual words but {len(features)} clip features")
-    features = np.asarray(features, dtype=np.float32)
-    out = np.empty(len(words), dtype=[("word", np.int64), ("feature", np.float32, (features.shape[1],))])
-    out["word"], out["feature"] = words, features
-    return out
-
-
-def clip_features_of(visual: np.ndarray) -> np.ndarray:
-    """The `(clips, feature_dim)` clip features of a visual input that has them (plain or `words_and_features`)."""
-    return visual["feature"] if visual.dtype.names else visual
-
-
-def segment_clip_features(work: Path, segments: pa.Table) -> list[np.ndarray]:
-    """For each segment (row order), the (clips, feature_dim) float32 features of its clips in clip order (the clips
-    of `segment_clip_index`); reads only those rows of the memory-mapped shards."""
-    store = FeatureStore(work)
-    members = segment_clip_index(store.clips, segments)
-    wanted = np.unique(np.concatenate(members)) if members else np.zeros(0, dtype=np.int64)
-    vectors: dict[int, np.ndarray] = {}
-    offset = 0
-    for rows, array in store.iter_shards():
-        in_shard = rows["row"].to_numpy()
-        for index in wanted[(wanted >= offset) & (wanted < offset + rows.num_rows)]:
-            vectors[int(index)] = np.asarray(array[in_shard[index - offset]], dtype=np.float32)
-        offset += rows.num_rows
-    empty = np.zeros((0, store.dim), dtype=np.float32)
-    return [np.stack([vectors[int(i)] for i in m]) if len(m) else empty for m in members]
+    feature_dim)` clip features, or both (`words_and_features`: indexing and slicing keep the two together, so the
+    augmentations of `finetune.augment` apply unchanged); what the encoder does not read may be None."""
+    return visual_item(config.reads_words, config.reads_features, words, features)
 
 
 def training_sentences(work: Path) -> list[str]:
@@ -570,7 +526,9 @@ def _caption_run(
         captions = np.unique(train.examples.targets, return_inverse=True)[1][:, None]  # (examples, 1) caption ids
         rows = few_shot_rows(captions, options.few_shot, np.random.default_rng(options.seed))
         splits["train"] = CaptionSplit(train.examples.subset(rows), train.segments.take(pa.array(rows)))
-    if options.encoder in FEATURE_MODES:
+    # A features encoder starts from the training clips' statistics; a VideoBERT pretrained over clip features keeps
+    # the ones it was trained with, unless its weights are re-drawn (mode random).
+    if options.encoder in FEATURE_MODES or (network.config.encoder.reads_features and options.encoder == "random"):
         clips = np.concatenate([clip_features_of(v) for v in splits["train"].examples.visual])  # (clips, feature_dim)
         network.encoder.set_feature_statistics(torch.from_numpy(clips.mean(axis=0)), torch.from_numpy(clips.std(axis=0)))
     denoise_losses: list[float] = []

@@ -26,7 +26,9 @@ import pyarrow.compute as pc
 import torch
 
 from videobert.data.ingest import load_segments
-from videobert.model import VideoBertForPreTraining, require_tokenizer, visual_tokenizer_from_work_dir
+from videobert.features.store import FeatureStore
+from videobert.model import VideoBertConfig, VideoBertForPreTraining, require_tokenizer, visual_tokenizer_from_work_dir
+from videobert.model.visual_input import visual_item
 from videobert.tasks.retrieval import candidate_pool, distinct_captions, retrieval
 from videobert.tasks.zeroshot import TEMPLATE, LabelSet, split_template, zero_shot
 from videobert.tokenizer.quality import segment_clip_index
@@ -125,14 +127,11 @@ def evaluate(
     require_tokenizer(network, model)
     if task == "zeroshot":
         split_template(template, network.config.mask_token)  # a bad template fails before any work
-    visual_tokenizer = visual_tokenizer_from_work_dir(work, network.config)
-    tokens_path = wd.require(wd.tokens, "tokenize")
-    if tokens_metadata(tokens_path).get("vocab_hash") != visual_tokenizer.content_hash:
-        raise ConfigError(f"{tokens_path} was made with another vocabulary than {wd.vocab}; run `videobert tokenize`")
-    visual = segment_visual_tokens(tokens_path, in_split)
+    visual = segment_visual_inputs(work, in_split, network.config)
     has_video = np.array([len(v) > 0 for v in visual], dtype=bool)
     if not has_video.any():
-        raise InputError(tokens_path, f"no clip lies inside any of the {in_split.num_rows} segments of split {split!r}")
+        source = wd.tokens if network.config.reads_words else wd.clips
+        raise InputError(source, f"no clip lies inside any of the {in_split.num_rows} segments of split {split!r}")
     examples = in_split.filter(pa.array(has_video))
     visual = [v for v in visual if len(v)]
 
@@ -216,6 +215,46 @@ def _retrieval(
         "seed": seed,
         "methods": methods,
     }
+
+
+def segment_clip_features(work: Path, segments: pa.Table) -> list[np.ndarray]:
+    """For each segment (row order), the (clips, feature_dim) float32 features of its clips in clip order (the clips
+    of `segment_clip_index`); reads only those rows of the memory-mapped shards."""
+    store = FeatureStore(work)
+    members = segment_clip_index(store.clips, segments)
+    wanted = np.unique(np.concatenate(members)) if members else np.zeros(0, dtype=np.int64)
+    vectors: dict[int, np.ndarray] = {}
+    offset = 0
+    for rows, array in store.iter_shards():
+        in_shard = rows["row"].to_numpy()
+        for index in wanted[(wanted >= offset) & (wanted < offset + rows.num_rows)]:
+            vectors[int(index)] = np.asarray(array[in_shard[index - offset]], dtype=np.float32)
+        offset += rows.num_rows
+    empty = np.zeros((0, store.dim), dtype=np.float32)
+    return [np.stack([vectors[int(i)] for i in m]) if len(m) else empty for m in members]
+
+
+def segment_visual_inputs(work: Path, segments: pa.Table, config: VideoBertConfig) -> list[np.ndarray]:
+    """For each segment (row order), its visual input as the model of `config` reads it (`model.visual_input`): the
+    visual words of its clips (checked against the model's vocabulary), their clip features, or both."""
+    wd = WorkDir(work)
+    words = features = [None] * segments.num_rows
+    if config.reads_words:
+        visual_tokenizer = visual_tokenizer_from_work_dir(work, config)
+        tokens_path = wd.require(wd.tokens, "tokenize")
+        if tokens_metadata(tokens_path).get("vocab_hash") != visual_tokenizer.content_hash:
+            raise ConfigError(
+                f"{tokens_path} was made with another vocabulary than {wd.vocab}; run `videobert tokenize`"
+            )
+        words = segment_visual_tokens(tokens_path, segments)
+    if config.reads_features:
+        features = segment_clip_features(work, segments)
+        if FeatureStore(work).dim != config.feature_dim:
+            raise ConfigError(
+                f"{wd.features}: clip features of width {FeatureStore(work).dim}, but the model was trained on "
+                f"{config.feature_dim}; extract them with the model's backbone"
+            )
+    return [visual_item(config.reads_words, config.reads_features, w, f) for w, f in zip(words, features)]
 
 
 def segment_visual_tokens(tokens_path: Path, segments: pa.Table) -> list[np.ndarray]:

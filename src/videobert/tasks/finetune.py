@@ -31,6 +31,7 @@ from sklearn.metrics import classification_report, confusion_matrix
 from torch import nn
 
 from videobert.data.ingest import load_segments
+from videobert.model.configuration import require_visual_words
 from videobert.model import VideoBertConfig, require_tokenizer, visual_tokenizer_from_work_dir
 from videobert.model.classification import TARGETS, VideoBertForSegmentClassification
 from videobert.model.tokenization import VideoBertTokenizer
@@ -209,6 +210,7 @@ def finetune(
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     config = VideoBertConfig.from_pretrained(model)
+    require_visual_words(config, model, "fine-tuning")
     splits, label_names = load_examples(work, config, targets, with_text)
     if few_shot:
         splits["train"] = splits["train"].subset(few_shot_rows(splits["train"].labels, few_shot, rng))

@@ -46,6 +46,7 @@ import pyarrow.compute as pc
 import torch
 
 from videobert.data.ingest import load_segments
+from videobert.model.configuration import require_visual_words
 from videobert.model import VideoBertConfig, VideoBertForPreTraining, VideoBertTokenizer
 from videobert.model.classification import TARGETS, VideoBertForSegmentClassification
 from videobert.model.modeling import IGNORE_INDEX, require_tokenizer
@@ -314,6 +315,7 @@ def evaluate_forecast(
     torch_device = torch.device(resolve_device(device))
     began = time.perf_counter()
     network = VideoBertForPreTraining.from_pretrained(model)
+    require_visual_words(network.config, model, "forecasting")
     tokenizer = require_tokenizer(network, model)
     tokens_path = checked_tokens(work, network.config)
     examples = _examples(work, tokens_path, split, context_steps, max_context_tokens)
@@ -416,6 +418,7 @@ def finetune_forecast(
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     config = VideoBertConfig.from_pretrained(model)
+    require_visual_words(config, model, "forecasting")
     tokens_path = checked_tokens(work, config)
     splits = {
         split: _examples(work, tokens_path, split, context_steps, max_context_tokens)

@@ -55,6 +55,8 @@ from videobert.data.video import probe
 from videobert.features.words import require_feature_source, visual_words
 from videobert.model import VideoBertForPreTraining, require_tokenizer
 from videobert.model.modeling import VISUAL_VOCAB_DIR
+from videobert.model.visual_input import visual_item
+from videobert.tokenizer.hkmeans import FeatureSource
 from videobert.tasks.retrieval import alignment_similarity
 from videobert.tasks.template import TEMPLATE, LabelSet, split_template, top_labels
 from videobert.tasks.zeroshot import template_scores
@@ -92,7 +94,8 @@ def predict(
     sampling recorded in the model's visual vocabulary.
 
     Args:
-        model: Model directory written by `videobert pretrain` (with visual_vocab/).
+        model: Model directory written by `videobert pretrain` (with visual_vocab/; a model over clip features
+            alone embeds the video as its config.json's feature_source says).
         video: Video file to run on (anything PyAV decodes).
         subtitles: Timed transcript (.srt, .vtt or .json); default: the video's same-stem sidecar when there is one.
         work: Work directory whose segments.parquet gives the candidate verbs and nouns not given by --verbs/--nouns.
@@ -115,7 +118,7 @@ def predict(
         raise InputError(model, "model directory not found")
     network = VideoBertForPreTraining.from_pretrained(model)
     require_tokenizer(network, model)
-    source = require_feature_source(network.visual_tokenizer, model / VISUAL_VOCAB_DIR)
+    source = _feature_source(network, model)
     split_template(template, network.config.mask_token)  # a bad template fails before any decoding
     labels = {slot: _labels(slot, given, work, network) for slot, given in (("verb", verbs), ("noun", nouns))}
     info = probe(video, verify=False)  # a corrupt file or one without a video stream fails here, naming it
@@ -126,23 +129,29 @@ def predict(
     cues = load_transcript(subtitles, info.duration).sentences if subtitles is not None else []
 
     starts, ends, tokens, features = visual_words(network.visual_tokenizer, source, video, batch_size, device)
-    if not len(tokens):
+    if not len(features):
         raise InputError(video, f"shorter than one clip ({source.clip_frames / source.fps:g} s): no visual words")
-    record = VideoRecord(str(video), np.asarray(starts), np.asarray(ends), tokens.astype(np.int64))
     config = network.config
-    words = network.tokenizer.convert_ids_to_tokens([config.visual_token_to_id(int(t)) for t in tokens])
+    tokens = None if tokens is None else tokens.astype(np.int64)
+    # What the model reads per clip: its visual word, its clip feature, or both (`model.visual_input`).
+    visual = visual_item(config.reads_words, config.reads_features, tokens, features)
+    record = VideoRecord(str(video), np.asarray(starts), np.asarray(ends), visual)
+    words = [None] * len(features)
+    if tokens is not None:
+        words = network.tokenizer.convert_ids_to_tokens([config.visual_token_to_id(int(t)) for t in tokens])
     clips = [
-        {"clip": i, "start": s, "end": e, "token": int(t), "word": w}
-        for i, (s, e, t, w) in enumerate(zip(starts, ends, tokens, words))
+        {"clip": i, "start": s, "end": e, "token": None if tokens is None else int(tokens[i]), "word": w}
+        for i, (s, e, w) in enumerate(zip(starts, ends, words))
     ]
 
-    bounds = range(0, len(tokens), window)
-    window_tokens = [tokens[a : a + window] for a in bounds]
+    bounds = range(0, len(features), window)
+    window_tokens = [None if tokens is None else tokens[a : a + window] for a in bounds]
     network.eval().to(torch_device)
     with torch.inference_mode():
         video_scores = template_scores(
-            network, network.tokenizer, window_tokens, labels["verb"], labels["noun"], template, batch_size
-        )
+            network, network.tokenizer, [visual[a : a + window] for a in bounds], labels["verb"], labels["noun"],
+            template, batch_size,
+        )  # fmt: skip
         prior_scores = template_scores(
             network, network.tokenizer, [None], labels["verb"], labels["noun"], template, batch_size
         )
@@ -151,7 +160,7 @@ def predict(
 
     windows = []
     for i, a in enumerate(bounds):
-        b = min(a + window, len(tokens))
+        b = min(a + window, len(features))
         row: dict[str, Any] = {
             "window": i, "start": starts[a], "end": ends[b - 1], "first_clip": a, "clips": b - a,
             "words": words[a:b],
@@ -216,6 +225,19 @@ def alignment_summary(sentences: Sequence[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def _feature_source(network: VideoBertForPreTraining, model: Path) -> FeatureSource:
+    """The model's record of how its visual vocabulary's features (or, for a model over clip features alone, its
+    features) were made, or a `ConfigError` saying how to get one."""
+    if network.visual_tokenizer is None and network.config.visual_input == "features":
+        if network.config.feature_source is None:
+            raise ConfigError(
+                f"{model}/config.json has no feature_source (how its clip features were made); add one with the "
+                "contents of the training work directory's features/meta.json"
+            )
+        return FeatureSource.from_meta(network.config.feature_source)
+    return require_feature_source(network.visual_tokenizer, model / VISUAL_VOCAB_DIR)
+
+
 def _labels(slot: str, given: str, work: Path | None, network: VideoBertForPreTraining) -> LabelSet:
     """A slot's candidate labels: the comma-separated `given`, else the work directory's segment labels."""
     values = [v for v in given.split(",") if v.strip()]
@@ -275,6 +297,10 @@ def _captions(
 
     network = VideoBertForCaptioning.from_pretrained(resolve_checkpoint(Path(captioner)))
     config = network.config
+    if config.reads_words and window_tokens[0] is None:
+        raise ConfigError(
+            f"{captioner}: the captioner reads visual words, but the model reads clip features alone and has none"
+        )
     if config.reads_features and config.feature_dim != window_features[0].shape[1]:
         raise ConfigError(
             f"{captioner}: the captioner reads {config.feature_dim}-d clip features, the model's backbone gives "
@@ -307,7 +333,9 @@ def _print_tables(result: dict[str, Any]) -> None:
     if captions:
         table.add_column("caption")
     for w in result["windows"]:
-        cells = [f"{w['start']:.1f}-{w['end']:.1f}", " ".join(w["words"]), ranked(w["verb"]), ranked(w["noun"])]
+        # A model over clip features alone has no visual words: its clips show as their count.
+        shown = " ".join(w["words"]) if w["words"][0] is not None else f"{w['clips']} clip features"
+        cells = [f"{w['start']:.1f}-{w['end']:.1f}", shown, ranked(w["verb"]), ranked(w["noun"])]
         table.add_row(*cells, *([w["caption"] or ""] if captions else []))
     console.print(table)
     if result["sentences"]:

@@ -78,7 +78,7 @@ import torch.nn.functional as F
 from videobert.data.ingest import load_segments
 from videobert.model import ALIGNED, NOT_ALIGNED, VideoBertConfig, VideoBertForPreTraining, VideoBertTokenizer
 from videobert.model.captioning import VideoBertCaptioningConfig, VideoBertForCaptioning
-from videobert.model.configuration import directory_model_type
+from videobert.model.configuration import directory_model_type, require_visual_words
 from videobert.model.modeling import IGNORE_INDEX, require_tokenizer
 from videobert.tasks.caption import Seq2SeqExamples, generate_texts, train_seq2seq
 from videobert.tasks.evaluate import segment_visual_tokens
@@ -483,6 +483,7 @@ def load_questions(work: str | Path, tokens_path: Path, split: str, seed: int, n
 
 def _load_model(model: Path) -> VideoBertForPreTraining:
     network = VideoBertForPreTraining.from_pretrained(model)
+    require_visual_words(network.config, model, "question answering")
     require_tokenizer(network, model)
     return network
 
@@ -629,6 +630,7 @@ def finetune_qa(
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     config = VideoBertConfig.from_pretrained(model)
+    require_visual_words(config, model, "question answering")
     tokens_path = checked_tokens(work, config)
     splits = {split: load_questions(work, tokens_path, split, seed, num_choices) for split in ("train", "val", "test")}
     options = {"epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate, "patience": patience}

@@ -140,7 +140,8 @@ def _text_length(tokenizer: VideoBertTokenizer, text: str, longest: Sequence[int
     """Word pieces of `text` kept by every encoding of it (a long text is cut to fit the model's positions, more so
     beside the longest visual sequence)."""
     alone = len(tokenizer.encode(text, None)["input_ids"]) - 2  # [CLS] text [SEP]
-    beside = tokenizer.encode(text, longest)["token_type_ids"].count(0) - 2  # [CLS] text [>]
+    # Only the visual length matters; placeholder words stand for clip features.
+    beside = tokenizer.encode(text, [0] * len(longest))["token_type_ids"].count(0) - 2  # [CLS] text [>]
     return min(alone, beside)
 
 

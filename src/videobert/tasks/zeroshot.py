@@ -1,6 +1,7 @@
 """Zero-shot action classification by filling a template (VideoBERT §4.2, Table 1).
 
-An annotated segment's visual tokens follow the template as in pretraining,
+An annotated segment's visual tokens (or, for a model that reads them, its clip features: `model.visual_input`) follow
+the template as in pretraining,
 ``[CLS] now let me show you how to [MASK] the [MASK] [>] visual tokens [SEP]``; the first `[MASK]` is the verb
 slot, the second the noun (object) slot, and each slot's labels are ranked by the masked-token head's
 log-probabilities. The *language prior* baseline scores the same template without video, ``[CLS] template [SEP]``:
@@ -35,6 +36,7 @@ import torch
 
 from videobert.model.modeling import IGNORE_INDEX
 from videobert.model.tokenization import VideoBertTokenizer
+from videobert.model.visual_input import encode_visual_batch
 from videobert.tasks.metrics import top_k_accuracy
 from videobert.tasks.template import SLOTS, TEMPLATE, LabelSet, fill_template, score_template, split_template
 
@@ -52,11 +54,16 @@ def model_device(model: Any) -> torch.device:
 def encode_batch(
     tokenizer: VideoBertTokenizer,
     texts: Sequence[str | None] | None,
-    visual_tokens: Sequence[Sequence[int] | None] | None,
+    visual_tokens: Sequence[Any] | None,
     device: torch.device,
 ) -> dict[str, torch.Tensor]:
-    """`tokenizer.batch_encode` of the pairs, on `device`: (batch, seq) input ids, token types and attention mask."""
-    batch = tokenizer.batch_encode(texts, visual_tokens)
+    """The pairs encoded on `device` for the model of `tokenizer.config`: (batch, seq) input ids, token types and
+    attention mask, and for a model that reads clip features their `visual_features`. A visual item is what the model
+    reads (`videobert.model.visual_input`): visual words, clip features, or both."""
+    config = tokenizer.config
+    batch = encode_visual_batch(
+        tokenizer, texts, visual_tokens, config.reads_words, config.reads_features, config.feature_dim
+    )  # fmt: skip
     return {key: value.to(device) for key, value in batch.items()}
 
 

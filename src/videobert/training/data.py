@@ -2,7 +2,11 @@
 masking collator.
 
 Sources: ``tokens.parquet`` (video, clip, start, end, token) and ``sentences.parquet`` (video, index, start, end,
-text), restricted to the videos of one split of ``manifest.parquet``.
+text), restricted to the videos of one split of ``manifest.parquet``. A model that reads continuous clip features
+(``visual_input`` features or both, `videobert.model.visual_input`) takes its clips from ``clips.parquet`` and
+``features/`` instead (features) or as well (both): a clip of a visual sentence is then its visual word (the
+placeholder 0 for features alone) and its row in the feature store, carried together as a ``(clips, 2)`` array
+through the same units, augmentations and negatives.
 
 Visual sentence
     The visual sentence of a time window ``[start, end)`` (a sentence, or a run of neighbouring sentences) is the
@@ -46,11 +50,13 @@ Masking (`MaskingCollator`)
     ``mask_prob * n`` rounded at random (so its expectation is exact), chosen without replacement. A chosen position
     becomes [MASK] (80 %), a random id of the same modality (10 %: a WordPiece id that is not a bracketed special
     or ``[unused]`` token; a visual word the vocabulary can produce) or stays (10 %). [CLS], [SEP], [>] and padding
-    are never masked. Optionally (``content_word_weight`` > 1), a text position holding a content word (not a
-    stopword, not punctuation) is that many times more likely to be chosen than a function word, at the same
-    15 % rate: narration is mostly function words and chatter, and zero-shot classification asks the model for
-    verbs and nouns (DESIGN.md §6). Each example carries its own masking seed, so masks do not depend on which
-    process collates, in which order, or after a resume.
+    are never masked. A model that reads clip features sees nothing of a masked clip: every chosen visual position
+    becomes [MASK] (no random or kept 10 %, which would show the clip's own feature), and its feature is the target
+    of the noise-contrastive loss (`training.objectives.masked_clips`). Optionally (``content_word_weight`` > 1), a
+    text position holding a content word (not a stopword, not punctuation) is that many times more likely to be
+    chosen than a function word, at the same 15 % rate: narration is mostly function words and chatter, and
+    zero-shot classification asks the model for verbs and nouns (DESIGN.md §6). Each example carries its own
+    masking seed, so masks do not depend on which process collates, in which order, or after a resume.
 """
 from __future__ import annotations
 
@@ -59,6 +65,7 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -74,6 +81,9 @@ from videobert.tokenizer.hkmeans import VisualTokenizer
 from videobert.utils.errors import ConfigError, InputError
 from videobert.utils.io import open_parquet, read_parquet
 from videobert.workdir import WorkDir
+
+if TYPE_CHECKING:
+    from videobert.training.objectives import Objective
 
 # Regimes, in the order of `PretrainDataConfig.regime_weights`.
 TEXT, VIDEO, TEXT_VIDEO = 0, 1, 2
@@ -173,6 +183,8 @@ class PretrainExample:
     """ALIGNED or NOT_ALIGNED for text–video pairs, -100 otherwise."""
     seed: int = 0
     """Seed of this example's mask."""
+    visual_rows: list[int] | None = None
+    """Feature-store rows of the visual part's clips, in order (models that read clip features); None otherwise."""
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -185,7 +197,7 @@ class VideoRecord:
     video: str
     clip_start: np.ndarray  # (clips,) float64 seconds
     clip_end: np.ndarray  # (clips,) float64 seconds
-    tokens: np.ndarray  # (clips,) int64 visual words
+    tokens: np.ndarray  # (clips,) int64 visual words, or (clips, 2) visual word and feature-store row
     sentences: list[tuple[float, float, str]] = field(default_factory=list)  # (start, end, text) by index
 
 
@@ -195,7 +207,7 @@ class Unit:
 
     video: str
     text: str
-    visual: np.ndarray  # (n,) int64 visual words
+    visual: np.ndarray  # (n,) int64 visual words, or (n, 2) visual word and feature-store row
 
 
 def visual_sentence(record: VideoRecord, start: float, end: float) -> np.ndarray:
@@ -284,25 +296,40 @@ class ShuffleBuckets:
 class PretrainCorpus:
     """The tables of a work directory and the videos of the training and evaluation splits."""
 
-    tokens: Path
+    tokens: Path | None
+    """tokens.parquet; None when the model reads clip features alone."""
     sentences: Path
     train_videos: tuple[str, ...]
-    """Videos of split train or without a split that have visual tokens, sorted."""
+    """Videos of split train or without a split that have visual tokens (clips), sorted."""
     eval_videos: tuple[str, ...]
-    """Videos of split val that have visual tokens, sorted."""
+    """Videos of split val that have visual tokens (clips), sorted."""
+    clips: Path | None = None
+    """clips.parquet, when the model reads clip features."""
+    visual_input: str = "words"
+    """What the visual positions read: words, features or both (`videobert.model.visual_input`)."""
+
+    @property
+    def visual_source(self) -> Path:
+        """The table the visual sentences come from (for messages)."""
+        return self.tokens if self.tokens is not None else self.clips
 
     @classmethod
-    def from_work_dir(cls, work: str | Path) -> "PretrainCorpus":
+    def from_work_dir(cls, work: str | Path, visual_input: str = "words") -> "PretrainCorpus":
         wd = WorkDir(work)
-        tokens = wd.require(wd.tokens, "tokenize")
+        tokens = wd.require(wd.tokens, "tokenize") if visual_input != "features" else None
+        clips = wd.require(wd.clips, "extract") if visual_input != "words" else None
+        if clips is not None:
+            wd.require(wd.features / "meta.json", "extract")
         sentences = wd.require(wd.sentences, "ingest")
         manifest = load_manifest(work).select(["video", "split"]).to_pylist()
-        tokenized = _distinct_videos(tokens)
-        train = tuple(sorted(r["video"] for r in manifest if r["split"] in TRAIN_SPLITS and r["video"] in tokenized))
-        held_out = tuple(sorted(r["video"] for r in manifest if r["split"] == EVAL_SPLIT and r["video"] in tokenized))
+        source = tokens if tokens is not None else clips
+        present = _distinct_videos(source)
+        train = tuple(sorted(r["video"] for r in manifest if r["split"] in TRAIN_SPLITS and r["video"] in present))
+        held_out = tuple(sorted(r["video"] for r in manifest if r["split"] == EVAL_SPLIT and r["video"] in present))
         if not train:
-            raise InputError(tokens, "has no visual tokens of a training video (split train or no split)")
-        return cls(tokens, sentences, train, held_out)
+            what = "visual tokens" if tokens is not None else "clips"
+            raise InputError(source, f"has no {what} of a training video (split train or no split)")
+        return cls(tokens, sentences, train, held_out, clips, visual_input)
 
 
 class PretrainStream(IterableDataset):
@@ -333,6 +360,7 @@ class PretrainStream(IterableDataset):
         self.train = train
         self.rank = rank
         self.world_size = world_size
+        self._shard_offsets: dict[str, int] | None = None  # feature shard -> its first global row, read on first use
 
     def shard(self) -> tuple[int, int]:
         """(index, count) of the video shard this process (and DataLoader worker) reads."""
@@ -365,7 +393,9 @@ class PretrainStream(IterableDataset):
                 yield from buckets.flush()
                 return
             if emitted == 0:
-                raise InputError(self.corpus.tokens, f"the training videos of shard {index}/{count} give no example")
+                raise InputError(
+                    self.corpus.visual_source, f"the training videos of shard {index}/{count} give no example"
+                )
             epoch += 1
 
     def _rng(self, index: int, count: int, epoch: int) -> np.random.Generator:
@@ -429,15 +459,18 @@ class PretrainStream(IterableDataset):
         rng: np.random.Generator,
         alignment_label: int = IGNORE_INDEX,
     ) -> PretrainExample:
+        rows = None
+        if visual is not None and visual.ndim == 2:  # (clips, 2): visual word, feature-store row
+            visual, rows = visual[:, 0], visual[:, 1].tolist()
         encoded = self.tokenizer.encode(text, None if visual is None else visual.tolist(), self.config.max_length)
         return PretrainExample(
-            encoded["input_ids"], encoded["token_type_ids"], regime, alignment_label, int(rng.integers(2**63 - 1))
+            encoded["input_ids"], encoded["token_type_ids"], regime, alignment_label, int(rng.integers(2**63 - 1)),
+            rows,
         )
 
     def read_chunk(self, videos: Sequence[str]) -> list[VideoRecord]:
         """The records of ``videos`` (sorted ids), in that order; videos without clips are left out."""
-        tokens = _read_rows(self.corpus.tokens, ["video", "clip", "start", "end", "token"], videos)
-        tokens = tokens.sort_by([("video", "ascending"), ("clip", "ascending")])
+        tokens = self._read_clips(videos)
         sentences = _read_rows(self.corpus.sentences, ["video", "index", "start", "end", "text"], videos)
         sentences = sentences.sort_by([("video", "ascending"), ("index", "ascending")])
         by_video: dict[str, list[tuple[float, float, str]]] = {}
@@ -450,18 +483,48 @@ class PretrainStream(IterableDataset):
                     video,
                     rows["start"].to_numpy(),
                     rows["end"].to_numpy(),
-                    rows["token"].to_numpy().astype(np.int64),
+                    self._visual(rows),
                     by_video.get(video, []),
                 )
             )
         return records
+
+    def _read_clips(self, videos: Sequence[str]) -> pa.Table:
+        """The chunk's clips sorted by (video, clip): columns video, clip, start, end, and ``token`` (visual words)
+        and/or ``feature_row`` (the clip's row in the feature store), as the corpus's visual input reads them."""
+        order = [("video", "ascending"), ("clip", "ascending")]
+        corpus = self.corpus
+        if corpus.visual_input == "words":
+            return _read_rows(corpus.tokens, ["video", "clip", "start", "end", "token"], videos).sort_by(order)
+        if self._shard_offsets is None:
+            self._shard_offsets = _shard_offsets(corpus.clips)
+        clips = _read_rows(corpus.clips, ["video", "clip", "start", "end", "shard", "row"], videos).sort_by(order)
+        offsets = np.array([self._shard_offsets[name] for name in clips["shard"].to_pylist()], dtype=np.int64)
+        rows = pa.array(offsets + clips["row"].to_numpy().astype(np.int64))
+        clips = clips.select(["video", "clip", "start", "end"]).append_column("feature_row", rows)
+        if corpus.visual_input == "features":
+            return clips
+        tokens = _read_rows(corpus.tokens, ["video", "clip", "token"], videos).sort_by(order)
+        if not (tokens["video"].equals(clips["video"]) and tokens["clip"].equals(clips["clip"])):
+            raise InputError(
+                corpus.tokens, f"its clips are not those of {corpus.clips}; run `videobert tokenize` again"
+            )
+        return clips.append_column("token", tokens["token"])
+
+    def _visual(self, rows: pa.Table) -> np.ndarray:
+        """One video's visual sentence material: (clips,) visual words, or (clips, 2) word and feature-store row."""
+        if self.corpus.visual_input == "words":
+            return rows["token"].to_numpy().astype(np.int64)
+        words = rows["token"].to_numpy() if "token" in rows.column_names else np.zeros(rows.num_rows)
+        return np.stack([words.astype(np.int64), rows["feature_row"].to_numpy().astype(np.int64)], axis=1)
 
 
 class MaskingCollator:
     """Mask a batch of `PretrainExample` and pad it to its longest sequence (module docstring).
 
     Returns int64 tensors ``input_ids``, ``token_type_ids``, ``attention_mask``, ``labels`` (batch, seq),
-    ``alignment_labels`` and ``regime`` (batch,).
+    ``alignment_labels`` and ``regime`` (batch,), plus what each of ``objectives`` adds (`Objective.collate`; for
+    a model that reads clip features, the masked-clips objective adds their features and targets).
     """
 
     def __init__(
@@ -470,9 +533,11 @@ class MaskingCollator:
         mask_prob: float = 0.15,
         content_word_weight: float = 1.0,
         visual_tokenizer: VisualTokenizer | None = None,
+        objectives: Sequence[Objective] = (),
     ):
         config = tokenizer.config
         self.config = config
+        self.objectives = tuple(objectives)
         self.mask_prob = mask_prob
         self.unmaskable = np.array(
             [config.cls_token_id, config.sep_token_id, config.mask_token_id, config.pad_token_id,
@@ -506,7 +571,7 @@ class MaskingCollator:
             input_ids[row, :n], labels[row, :n] = ids, row_labels
             token_type_ids[row, :n] = example.token_type_ids
             attention_mask[row, :n] = 1
-        return {
+        batch = {
             "input_ids": torch.from_numpy(input_ids),
             "token_type_ids": torch.from_numpy(token_type_ids),
             "attention_mask": torch.from_numpy(attention_mask),
@@ -514,6 +579,13 @@ class MaskingCollator:
             "alignment_labels": torch.tensor([e.alignment_label for e in examples], dtype=torch.long),
             "regime": torch.tensor([e.regime for e in examples], dtype=torch.long),
         }
+        for objective in self.objectives:
+            objective.collate(batch, examples)
+        if self.config.reads_features and "visual_features" not in batch:
+            raise ConfigError(
+                f"a model with visual_input {self.config.visual_input!r} needs the masked-clips objective to collate"
+            )
+        return batch
 
     def mask(self, ids: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
         """(masked ids, labels) of one sequence of joint ids; labels are -100 where nothing is predicted."""
@@ -534,6 +606,9 @@ class MaskingCollator:
             p = None if weights is None else weights / weights.sum()
             chosen = rng.choice(positions, size=count, replace=False, p=p)
             labels[chosen] = ids[chosen]
+            if candidates is self.visual_candidates and self.config.reads_features:
+                ids[chosen] = self.config.mask_token_id  # a kept or replaced clip would show its own feature
+                continue
             action = rng.random(count)
             ids[chosen[action < 0.8]] = self.config.mask_token_id
             replaced = chosen[(action >= 0.8) & (action < 0.9)]
@@ -577,6 +652,20 @@ def _video_slices(table: pa.Table) -> Iterator[tuple[str, pa.Table]]:
         if i == len(videos) or videos[i] != videos[start]:
             yield videos[start], table.slice(start, i - start)
             start = i
+
+
+def _shard_offsets(clips: Path) -> dict[str, int]:
+    """Feature shard name -> global row of its first clip: clips.parquet lists the shards' clips in shard order, and
+    a clip's global row (its position there, `FeatureStore.gather`) is its shard's offset plus its row in the shard."""
+    offsets: dict[str, int] = {}
+    reader = open_parquet(clips)
+    seen = 0
+    for group in range(reader.num_row_groups):
+        names = reader.read_row_group(group, columns=["shard"]).column("shard").to_pylist()
+        for i, name in enumerate(names):
+            offsets.setdefault(name, seen + i)
+        seen += len(names)
+    return offsets
 
 
 def _distinct_videos(path: Path) -> set[str]:

@@ -20,16 +20,14 @@ Every batch is a pure function of (seed, step), so a resumed run draws the same 
 """
 from __future__ import annotations
 
-import json
-import math
 import os
 import re
 import shutil
 import time
 import warnings as warnings_module
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -38,6 +36,9 @@ from videobert.utils.io import read_json, write_json
 from videobert.utils.lock import LOCK_FILE, locked
 from videobert.utils.stage import StageReport
 from videobert.workdir import WorkDir
+
+if TYPE_CHECKING:
+    import torch
 
 TRAIN_SPLITS = ("train", None)
 _WORD = re.compile(r"[a-z]+(?:'[a-z]+)?")

@@ -2,13 +2,15 @@
 
     videobert pretrain WORK --out MODEL_DIR                       # MiniLM initialisation, one process
     videobert pretrain WORK --out M --init scratch:2x64 --max-steps 50  # a tiny random BERT (tests, CI)
+    videobert pretrain WORK --out M --visual-input features        # continuous clip features, masked clips by NCE
     torchrun --nproc_per_node 8 -m videobert.cli pretrain WORK --out M --bf16     # DDP on one node
     torchrun --nnodes 2 --node-rank R --master-addr HOST --nproc_per_node 8 -m videobert.cli pretrain ...
     accelerate launch --num_processes 8 -m videobert.cli pretrain WORK --out M      # the same through accelerate
 
-Recipe: setup (visual vocabulary, model from a text checkpoint, example streams, Trainer) -> train -> save (the
-model, atomically, and metrics.json) -> cleanup. Examples, regimes and masking are described in
-`videobert.training.data`; the network is `videobert.model` (this module defines no layers).
+Recipe: setup (visual vocabulary, model from a text checkpoint, example streams, objectives, Trainer) -> train ->
+save (the model, atomically, and metrics.json) -> cleanup. Examples, regimes and masking are described in
+`videobert.training.data`, the objectives (masked words, masked visual words, alignment, masked clips) in
+`videobert.training.objectives`; the network is `videobert.model` (this module defines no layers).
 
 Distributed training. Every process builds the same model (same seed; DDP also broadcasts rank 0's weights) and
 streams its own share of the training videos, so ``batch_size`` is per process and the global batch is
@@ -23,7 +25,8 @@ tests.
 Output directory::
 
     OUT/config.json, model.safetensors, tokenizer files, visual_vocab/   the model (`VideoBertForPreTraining`)
-    OUT/metrics.json   final per-regime losses (train and held-out), alignment accuracy, tokens/s
+    OUT/metrics.json   final per-regime losses (train and held-out), alignment accuracy, masked-clip loss and
+                       accuracy (models over clip features), tokens/s
     OUT/run.json       the settings and the inputs' identity (vocabulary hash, features fingerprint)
     OUT/checkpoints/   Trainer checkpoints (checkpoint-STEP/), what ``resume`` continues from
     OUT/logs/          TensorBoard: each regime's masked-token loss, the alignment loss and accuracy
@@ -42,15 +45,14 @@ import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
-import torch.nn.functional as F
 from accelerate import PartialState
-from accelerate.utils import reduce
 from torch.utils.data import DataLoader
 from transformers import (
     AutoTokenizer,
@@ -66,19 +68,19 @@ from transformers import (
 )
 from transformers.integrations import TensorBoardCallback
 
+from videobert.features.store import FeatureStore
 from videobert.model import VideoBertForPreTraining, default_text_checkpoint
-from videobert.model.configuration import ALIGNED
-from videobert.model.modeling import IGNORE_INDEX
-from videobert.tokenizer.hkmeans import VisualTokenizer
-from videobert.tokenizer.stages import tokens_metadata
+from videobert.model.configuration import VISUAL_INPUTS
+from videobert.tokenizer.hkmeans import FeatureSource, VisualTokenizer
+from videobert.tokenizer.stages import features_fingerprint, tokens_metadata
 from videobert.training.checkpoints import last_complete_checkpoint, set_aside_damaged
-from videobert.training.data import (
-    REGIMES,
-    TEXT_VIDEO,
-    MaskingCollator,
-    PretrainCorpus,
-    PretrainDataConfig,
-    PretrainStream,
+from videobert.training.data import MaskingCollator, PretrainCorpus, PretrainDataConfig, PretrainStream
+from videobert.training.objectives import (
+    Objective,
+    ObjectiveMeter,
+    build_objectives,
+    model_inputs,
+    objectives_step,
 )
 from videobert.utils.errors import ConfigError, InputError
 from videobert.utils.io import publish_permissions, read_json, write_json
@@ -120,6 +122,16 @@ class PretrainConfig:
     model's step. 0 keeps MiniLM's vocabulary."""
     visual_init: str = "centroids"
     """Visual word embeddings: ``centroids`` (projected k-means centroids) or ``random``."""
+    visual_input: str = "words"
+    """What a visual position reads: ``words`` (visual words, VideoBERT), ``features`` (projected continuous clip
+    features, masked clips trained by noise-contrastive estimation, CBT) or ``both`` (summed; masked clips trained on
+    their word and their feature). See `videobert.model.visual_input`."""
+    nce_weight: float = 1.0
+    """Weight of the noise-contrastive loss of masked clips (models that read features)."""
+    nce_temperature: float = 0.1
+    """Temperature of the noise-contrastive loss (cosine similarity / temperature)."""
+    nce_memory: int = 0
+    """Masked clips of earlier batches kept as extra negatives of the noise-contrastive loss; 0: the batch's own."""
     data: PretrainDataConfig = field(default_factory=PretrainDataConfig)
     """Examples, batching and masking."""
     max_steps: int = 1000
@@ -127,6 +139,11 @@ class PretrainConfig:
     alignment_weight: float = 1.0
     """Weight of the alignment loss against the masked-token loss (the paper sums them: 1). The alignment head sees
     only the text-video pairs, a fraction of each batch, and its signal is slower to learn than masked words."""
+    masked_words_weight: float = 1.0
+    """Weight of the masked-word loss (`training.objectives.masked_tokens`: with the visual words' at 1, the two sum
+    to the paper's single masked-token loss)."""
+    masked_visual_words_weight: float = 1.0
+    """Weight of the masked visual-word loss (models that read visual words)."""
     learning_rate: float = 1e-4
     """Peak learning rate of AdamW."""
     lr_schedule: str = "linear"
@@ -181,6 +198,13 @@ class PretrainConfig:
             raise ConfigError(f"learning_rate must be positive, got {self.learning_rate}")
         if self.alignment_weight < 0:
             raise ConfigError(f"alignment_weight must be non-negative, got {self.alignment_weight}")
+        if self.visual_input not in VISUAL_INPUTS:
+            raise ConfigError(f"visual_input must be one of {', '.join(VISUAL_INPUTS)}, got {self.visual_input!r}")
+        for name in ("nce_weight", "nce_memory", "masked_words_weight", "masked_visual_words_weight"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be non-negative, got {getattr(self, name)}")
+        if self.nce_temperature <= 0:
+            raise ConfigError(f"nce_temperature must be positive, got {self.nce_temperature}")
         try:
             SchedulerType(self.lr_schedule)
         except ValueError:
@@ -203,82 +227,13 @@ class PretrainConfig:
         cadence settings left out."""
         mine = flatten(asdict(self))
         theirs = flatten(other)
+        # A setting the saved run predates had its default then.
+        defaults = flatten(asdict(PretrainConfig(device="cpu")))
         return [
             f"{key}: {theirs.get(key)!r} -> {value!r}"
             for key, value in mine.items()
-            if theirs.get(key) != value and key not in _CADENCE_FIELDS
+            if theirs.get(key, defaults.get(key)) != value and key not in _CADENCE_FIELDS
         ]
-
-
-class RegimeMeter:
-    """Running sums, since the last `collect`, of the masked-token cross-entropy per regime (text–video split into
-    its word and visual positions), of the alignment loss and hits, and of the real (unpadded) tokens.
-
-    The alignment accuracy is balanced, the mean of the accuracies on aligned and on not-aligned pairs: held-out
-    pairs can lack negatives (a split of one video has no other video to draw them from), and a head that always
-    answers "aligned" would then score 1.0. Without pairs of both kinds it is left out.
-
-    Sums stay on the device (no synchronisation per step); `collect` reduces them over processes.
-    """
-
-    BUCKETS = ("text", "video", "text_video_words", "text_video_visual")
-    _N = len(BUCKETS)
-    _ALIGN_LOSS, _ALIGN_HITS, _ALIGN_COUNT, _TOKENS = 2 * _N, 2 * _N + 1, 2 * _N + 2, 2 * _N + 3
-    _ALIGNED_HITS, _ALIGNED_COUNT = 2 * _N + 4, 2 * _N + 5  # the aligned pairs among them
-
-    def __init__(self, device: torch.device, visual_token_offset: int):
-        self.visual_token_offset = visual_token_offset
-        self.sums = torch.zeros(2 * self._N + 6, dtype=torch.float64, device=device)
-        self.tokens_total = 0.0
-
-    @torch.no_grad()
-    def update(self, outputs: Any, batch: dict[str, torch.Tensor], regime: torch.Tensor) -> None:
-        labels = batch["labels"]  # (batch, seq)
-        masked = labels != IGNORE_INDEX  # (batch, seq)
-        targets = labels[masked]  # (num_masked,)
-        # prediction_logits holds only the masked rows, aligned with labels[masked] (the model's docstring).
-        losses = F.cross_entropy(outputs.prediction_logits.float(), targets, reduction="none")  # (num_masked,)
-        bucket = regime[:, None].expand_as(labels)[masked]  # (num_masked,) regime of each masked position
-        visual_part = (bucket == TEXT_VIDEO) & (targets >= self.visual_token_offset)
-        bucket = torch.where(visual_part, TEXT_VIDEO + 1, bucket)
-        self.sums[: self._N].index_add_(0, bucket, losses.double())
-        self.sums[self._N : 2 * self._N] += torch.bincount(bucket, minlength=self._N)
-        alignment_labels = batch["alignment_labels"]  # (batch,)
-        paired = alignment_labels != IGNORE_INDEX
-        logits = outputs.alignment_logits[paired].float()  # (pairs, 2)
-        self.sums[self._ALIGN_LOSS] += F.cross_entropy(logits, alignment_labels[paired], reduction="sum").double()
-        hits = logits.argmax(-1) == alignment_labels[paired]  # (pairs,)
-        aligned = alignment_labels[paired] == ALIGNED  # (pairs,)
-        self.sums[self._ALIGN_HITS] += hits.sum()
-        self.sums[self._ALIGN_COUNT] += paired.sum()
-        self.sums[self._ALIGNED_HITS] += (hits & aligned).sum()
-        self.sums[self._ALIGNED_COUNT] += aligned.sum()
-        self.sums[self._TOKENS] += batch["attention_mask"].sum()
-
-    def collect(self) -> dict[str, float]:
-        """Means since the last call, over all processes (a collective: every process must call it), then reset.
-        Quantities without a sample (e.g. no text–video pair) are left out."""
-        sums = reduce(self.sums.clone(), reduction="sum").tolist()
-        self.sums.zero_()
-        self.tokens_total += sums[self._TOKENS]
-        metrics: dict[str, float] = {}
-        loss, count = sums[: self._N], sums[self._N : 2 * self._N]
-        for regime in REGIMES:
-            parts = [i for i, name in enumerate(self.BUCKETS) if name == regime or name.startswith(f"{regime}_")]
-            n = sum(count[i] for i in parts)
-            if regime == "text_video":
-                for i in parts:
-                    if count[i]:
-                        metrics[f"mlm_loss_{self.BUCKETS[i]}"] = loss[i] / count[i]
-            if n:
-                metrics[f"mlm_loss_{regime}"] = sum(loss[i] for i in parts) / n
-        if sums[self._ALIGN_COUNT]:
-            metrics["alignment_loss"] = sums[self._ALIGN_LOSS] / sums[self._ALIGN_COUNT]
-        aligned, not_aligned = sums[self._ALIGNED_COUNT], sums[self._ALIGN_COUNT] - sums[self._ALIGNED_COUNT]
-        if aligned and not_aligned:
-            not_aligned_hits = sums[self._ALIGN_HITS] - sums[self._ALIGNED_HITS]
-            metrics["alignment_accuracy"] = (sums[self._ALIGNED_HITS] / aligned + not_aligned_hits / not_aligned) / 2
-        return metrics
 
 
 class PretrainTrainer(Trainer):
@@ -286,20 +241,21 @@ class PretrainTrainer(Trainer):
 
     * The training stream yields whole length-bucketed batches and shards videos over processes itself, so its
       DataLoader bypasses accelerate's sharding (which would re-split batches).
-    * `compute_loss` feeds each batch's per-regime losses to a `RegimeMeter`; training logs report their means
-      since the previous log, `evaluate` reports them on the held-out videos.
+    * `compute_loss` sums the run's objectives' weighted losses (`training.objectives`) and feeds their metrics
+      to an `ObjectiveMeter`; training logs report the means since the previous log, `evaluate` reports them on the
+      held-out videos.
     """
 
     # compute_loss returns the batch mean, which the Trainer divides by the number of accumulated batches.
     loss_is_scaled_for_ga = False
 
-    def __init__(self, *args: Any, alignment_weight: float = 1.0, **kwargs: Any):
+    def __init__(self, *args: Any, objectives: Sequence[Objective], **kwargs: Any):
         super().__init__(*args, **kwargs)
-        self.alignment_weight = alignment_weight
+        self.objectives = tuple(objectives)
         # The model's forward takes **kwargs (attention options for BertModel); the Trainer would read that as "the
         # model normalises its loss by num_items_in_batch", which it does not.
         self.model_accepts_loss_kwargs = False
-        self.train_meter = RegimeMeter(self.args.device, self.model.config.visual_token_offset)
+        self.train_meter = ObjectiveMeter(self.objectives, self.args.device)
 
     def get_train_dataloader(self) -> DataLoader:
         workers = self.args.dataloader_num_workers
@@ -320,11 +276,11 @@ class PretrainTrainer(Trainer):
         num_items_in_batch: torch.Tensor | int | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, Any]:
         regime = inputs.pop("regime")
-        # labels and alignment_labels are always passed (-100 where there is nothing to predict), so every head
-        # takes part in every step and DDP needs no unused-parameter search.
-        outputs = model(**inputs)
-        self.train_meter.update(outputs, inputs, regime)
-        loss = outputs.mlm_loss + self.alignment_weight * outputs.alignment_loss
+        # labels and alignment_labels (and feature_labels) are always passed (-100 where there is nothing to
+        # predict), so every head takes part in every step and DDP needs no unused-parameter search.
+        outputs = model(**inputs, **model_inputs(self.objectives, train=True))
+        loss, sums = objectives_step(self.objectives, outputs, inputs, regime, train=True)
+        self.train_meter.add(sums, inputs["attention_mask"])
         return (loss, outputs) if return_outputs else loss
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
@@ -335,17 +291,20 @@ class PretrainTrainer(Trainer):
     def evaluate(
         self, eval_dataset: Any = None, ignore_keys: list[str] | None = None, metric_key_prefix: str = "eval"
     ) -> dict[str, float]:
-        """Per-regime masked-token losses and the alignment loss and accuracy on the held-out videos."""
+        """The objectives' metrics on the held-out videos (per-regime masked-token losses, alignment loss and
+        accuracy, masked-clip loss and accuracy)."""
         stream = self.eval_dataset if eval_dataset is None else eval_dataset
         model = self.model  # unwrapped: each process evaluates its own videos, no collective per batch
         was_training = model.training
         model.eval()
-        meter = RegimeMeter(self.args.device, model.config.visual_token_offset)
+        meter = ObjectiveMeter(self.objectives, self.args.device)
         with torch.no_grad(), self.accelerator.autocast():
             for examples in stream:
                 batch = self._prepare_inputs(self.data_collator(examples))
                 regime = batch.pop("regime")
-                meter.update(model(**batch), batch, regime)
+                outputs = model(**batch, **model_inputs(self.objectives, train=False))
+                _, sums = objectives_step(self.objectives, outputs, batch, regime, train=False)
+                meter.add(sums, batch["attention_mask"])
         model.train(was_training)
         metrics = {f"{metric_key_prefix}_{k}": v for k, v in meter.collect().items()}
         self.log(metrics)
@@ -416,17 +375,21 @@ class PretrainRecipe:
     def setup(self) -> None:
         """Load the vocabulary, build the model, the example streams and the Trainer."""
         c = self.config
-        corpus = PretrainCorpus.from_work_dir(self.work.root)
-        visual_tokenizer = self.visual_tokenizer()
+        corpus = PretrainCorpus.from_work_dir(self.work.root, c.visual_input)
+        visual_tokenizer = self.visual_tokenizer() if c.visual_input != "features" else None
+        features = FeatureStore(self.work.root) if c.visual_input != "words" else None
         # The Trainer's arguments start the process group (under torchrun) before anything is rank-dependent.
         args = self.training_arguments(has_eval=bool(corpus.eval_videos))
         set_seed(c.data.seed)
-        model = self.build_model(visual_tokenizer, corpus)
+        model = self.build_model(visual_tokenizer, corpus, features)
         if c.data.max_length > model.config.max_position_embeddings:
             raise ConfigError(
                 f"max_length {c.data.max_length} exceeds the model's {model.config.max_position_embeddings} positions"
             )
-        collator = MaskingCollator(model.tokenizer, c.data.mask_prob, c.data.content_word_weight, visual_tokenizer)
+        objectives = build_objectives(c, model.config, features)
+        collator = MaskingCollator(
+            model.tokenizer, c.data.mask_prob, c.data.content_word_weight, visual_tokenizer, objectives
+        )  # fmt: skip
         streams = {
             train: PretrainStream(
                 corpus,
@@ -448,7 +411,7 @@ class PretrainRecipe:
             train_dataset=streams[True],
             eval_dataset=streams[False] if corpus.eval_videos else None,
             callbacks=[_LogLastStep(), _TensorBoard(self.out / LOGS)],
-            alignment_weight=c.alignment_weight,
+            objectives=objectives,
         )
 
     def visual_tokenizer(self) -> VisualTokenizer:
@@ -462,14 +425,30 @@ class PretrainRecipe:
             )
         return visual_tokenizer
 
-    def build_model(self, visual_tokenizer: VisualTokenizer, corpus: PretrainCorpus) -> VideoBertForPreTraining:
+    def build_model(
+        self, visual_tokenizer: VisualTokenizer | None, corpus: PretrainCorpus, features: FeatureStore | None = None
+    ) -> VideoBertForPreTraining:
+        """The model to pretrain; one that reads clip features standardises them with the training clips' mean and
+        std."""
+        model = self._text_initialised(visual_tokenizer, corpus, None if features is None else features.dim)
+        if features is not None:
+            model.set_feature_statistics(*features.statistics(corpus.train_videos))
+            source = FeatureSource.from_meta(features.meta)  # None for features not written by `extract`
+            model.config.feature_source = None if source is None else source.to_meta()
+        return model
+
+    def _text_initialised(
+        self, visual_tokenizer: VisualTokenizer | None, corpus: PretrainCorpus, feature_dim: int | None
+    ) -> VideoBertForPreTraining:
         c = self.config
+        extend = dict(
+            visual_tokenizer=visual_tokenizer, visual_init=c.visual_init, visual_input=c.visual_input,
+            feature_dim=feature_dim, nce_temperature=c.nce_temperature,
+        )  # fmt: skip
         scratch = _SCRATCH.fullmatch(c.init)
         if scratch is None:
             source = default_text_checkpoint() if c.init == "minilm" else c.init
-            return VideoBertForPreTraining.from_text_checkpoint(
-                source, visual_tokenizer=visual_tokenizer, visual_init=c.visual_init
-            )
+            return VideoBertForPreTraining.from_text_checkpoint(source, **extend)
         tokenizer = None
         if c.text_vocab:
             # Trained once, by the main process, into OUT: every process and every resume reads the same vocabulary.
@@ -484,9 +463,7 @@ class PretrainRecipe:
                 Path(folder), layers=int(scratch.group(1)), hidden=int(scratch.group(2)), tokenizer=tokenizer,
                 heads=int(scratch.group(3)) if scratch.group(3) else None,
             )  # fmt: skip
-            return VideoBertForPreTraining.from_text_checkpoint(
-                folder, visual_tokenizer=visual_tokenizer, visual_init=c.visual_init
-            )
+            return VideoBertForPreTraining.from_text_checkpoint(folder, **extend)
 
     def train(self, resume: bool) -> None:
         checkpoint = last_complete_checkpoint(self.out / CHECKPOINTS) if resume else None
@@ -601,8 +578,14 @@ def pretrain(
     init: str = "minilm",
     text_vocab: int = 0,
     visual_init: str = "centroids",
+    visual_input: str = "words",
+    nce_weight: float = 1.0,
+    nce_temperature: float = 0.1,
+    nce_memory: int = 0,
     max_steps: int = 1000,
     alignment_weight: float = 1.0,
+    masked_words_weight: float = 1.0,
+    masked_visual_words_weight: float = 1.0,
     batch_size: int = 32,
     grad_accum: int = 1,
     learning_rate: float = 1e-4,
@@ -651,8 +634,16 @@ def pretrain(
             narration (saved in OUT/text_vocab) instead of MiniLM's 30,522; about 2x faster steps on CPU. 0 keeps
             MiniLM's.
         visual_init: Visual word embeddings: centroids (projected k-means centroids) or random.
+        visual_input: What visual positions read: words (visual words), features (continuous clip features from
+            features/ and clips.parquet, masked clips trained by noise-contrastive estimation as in CBT; no vocab or
+            tokenize needed) or both (the two summed).
+        nce_weight: Weight of the masked clips' noise-contrastive loss (features, both).
+        nce_temperature: Temperature of the noise-contrastive loss (cosine similarity / temperature).
+        nce_memory: Masked clips of earlier batches kept as extra negatives (0: the batch's own clips only).
         max_steps: Optimizer steps.
         alignment_weight: Weight of the alignment loss against the masked-token loss (the paper's sum: 1).
+        masked_words_weight: Weight of the masked-word loss.
+        masked_visual_words_weight: Weight of the masked visual-word loss (visual input words or both).
         batch_size: Sequences per batch and process (global batch = batch_size x processes x grad_accum).
         grad_accum: Batches accumulated per optimizer step.
         learning_rate: Peak AdamW learning rate.
@@ -693,7 +684,11 @@ def pretrain(
         video_only_length=video_only_length, shuffle_buffer=shuffle_buffer, chunk_videos=chunk_videos, seed=seed,
     )  # fmt: skip
     config = PretrainConfig(
-        init=init, text_vocab=text_vocab, visual_init=visual_init, data=data, max_steps=max_steps, alignment_weight=alignment_weight, learning_rate=learning_rate,
+        init=init, text_vocab=text_vocab, visual_init=visual_init, visual_input=visual_input, nce_weight=nce_weight,
+        nce_temperature=nce_temperature, nce_memory=nce_memory, data=data, max_steps=max_steps,
+        alignment_weight=alignment_weight,
+        masked_words_weight=masked_words_weight, masked_visual_words_weight=masked_visual_words_weight,
+        learning_rate=learning_rate,
         lr_schedule=lr_schedule, warmup=warmup, weight_decay=weight_decay, max_grad_norm=max_grad_norm,
         grad_accum=grad_accum, bf16=bf16, fp16=fp16, gradient_checkpointing=gradient_checkpointing, device=device,
         num_workers=num_workers, save_steps=save_steps, save_total_limit=save_total_limit, eval_steps=eval_steps,
@@ -715,7 +710,7 @@ def run_pretraining(
     outputs = {"model": str(out), "metrics": str(out / METRICS_FILE), "logs": str(out / LOGS)}
     report = StageReport(STAGE, outputs=outputs)
     recipe = PretrainRecipe(work, out, config)
-    identity = {"config": asdict(config), **_inputs_identity(recipe.work)}
+    identity = {"config": asdict(config), **_inputs_identity(recipe.work, config.visual_input)}
     # The first PartialState starts the process group under torchrun / accelerate launch; it must be created with
     # the device choice the Trainer's arguments will ask for.
     state = PartialState(cpu=config.device == "cpu")
@@ -772,8 +767,11 @@ def _plan(out: Path, identity: dict[str, Any], config: PretrainConfig, resume: b
     return "fresh"
 
 
-def _inputs_identity(wd: WorkDir) -> dict[str, Any]:
-    """The visual vocabulary hash and the features fingerprint recorded in tokens.parquet."""
+def _inputs_identity(wd: WorkDir, visual_input: str = "words") -> dict[str, Any]:
+    """The visual vocabulary hash and the features fingerprint recorded in tokens.parquet; a model over clip
+    features alone has no vocabulary and fingerprints the features itself."""
+    if visual_input == "features":
+        return {"vocab_hash": None, "features": features_fingerprint(FeatureStore(wd.root))}
     meta = tokens_metadata(wd.require(wd.tokens, "tokenize"))
     return {"vocab_hash": meta.get("vocab_hash"), "features": meta.get("features")}
 
@@ -807,6 +805,6 @@ def _summary(metrics: dict[str, Any]) -> dict[str, Any]:
     stats: dict[str, Any] = {"steps": metrics.get("steps"), "tokens/s": metrics.get("train_tokens_per_second")}
     for split in ("train", "eval"):
         for key, value in metrics.get(split, {}).items():
-            if key.startswith(("mlm_loss_", "alignment_")) and "_text_video_" not in key:
+            if key.startswith(("mlm_loss_", "alignment_", "nce_")) and "_text_video_" not in key:
                 stats[f"{split} {key}"] = value
     return stats

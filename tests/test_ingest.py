@@ -138,7 +138,7 @@ def test_ingest_good_corpus_exact(tmp_path):
         {"video": "b/knead.mkv", "index": 0, "start": 0.25, "end": 1.75, "verb": "knead", "noun": "dough", "caption": None, "split": "val"},
         {"video": "clip.mp4", "index": 0, "start": 0.5, "end": 1.0, "verb": None, "noun": None, "caption": "serve", "split": None},
     ]
-    assert report.stats == {"videos": 3, "hours": 5.5 / 3600, "sentences": 5, "sentences_clipped": 1,
+    assert report.stats == {"videos": 3, "hours": 5.5 / 3600, "sentences": 5, "videos_with_transcript": 3, "sentences_clipped": 1,
                             "sentences_dropped": 1, "segments": 4, "segments_clipped": 1}
 
 

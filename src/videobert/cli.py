@@ -17,6 +17,7 @@ from videobert._version import __version__
 COMMANDS: dict[str, str] = {
     "synth": "videobert.data.synth:synth",
     "ingest": "videobert.data.ingest:ingest",
+    "transcribe": "videobert.speech.transcribe:transcribe",
     "extract": "videobert.features.extract:extract",
     "vocab": "videobert.tokenizer.stages:vocab",
     "tokenize": "videobert.tokenizer.stages:tokenize",
@@ -118,7 +119,7 @@ def build_app(names: list[str] | None = None) -> typer.Typer:
     stage module (torch, transformers, ...), so `main` registers only the one being run."""
     group = typer.Typer(
         name="videobert",
-        help="VideoBERT-style video-language learning: synth -> ingest -> extract -> vocab -> tokenize -> pretrain -> evaluate.",
+        help="VideoBERT-style video-language learning: synth -> (transcribe) -> ingest -> extract -> vocab -> tokenize -> pretrain -> evaluate.",
         no_args_is_help=True,
         add_completion=False,
         pretty_exceptions_enable=False,

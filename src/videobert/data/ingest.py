@@ -34,6 +34,8 @@ from videobert.workdir import WorkDir
 
 STAGE = "ingest"
 _CHECKPOINT_SECONDS = 30.0
+# Marks a transcript path that is relative to the work directory (recognised speech), not to the corpus.
+RECOGNISED_PREFIX = "work:"
 
 # Manifest file metadata. "verified": rows were probed with full decoding, so a verifying run may reuse
 # them; "complete": written at the end of a run, not by a checkpoint.
@@ -165,8 +167,11 @@ def _reusable_rows(wd: WorkDir, verify: bool) -> dict[str, dict[str, Any]]:
     return {r["video"]: r for r in table.to_pylist()}
 
 
-def ingest(corpus: Path, work: Path, verify: bool = True, jobs: int = 2) -> StageReport:
+def ingest(corpus: Path, work: Path, verify: bool = True, jobs: int = 2, asr: str = "") -> StageReport:
     """Scan a corpus folder: probe every video, split transcripts into sentences, read annotations.
+
+    A video without a transcript of its own takes the one `videobert transcribe` recognised from its speech
+    (WORK/transcripts/), when there is one.
 
     Args:
         corpus: Folder with the videos (any depth, any container FFmpeg reads), optional same-stem
@@ -177,12 +182,19 @@ def ingest(corpus: Path, work: Path, verify: bool = True, jobs: int = 2) -> Stag
         verify: Decode every frame to catch truncated or corrupt files and count frames exactly; with
             --no-verify only headers are read (faster, less safe).
         jobs: Worker processes that probe videos in parallel; 1 probes in this process.
+        asr: Recognise speech first (`videobert transcribe --asr ASR`) for the videos with audio and no
+            transcript, e.g. pocketsphinx; empty: use only the transcripts already there.
     """
     corpus = Path(corpus)
     if not corpus.is_dir():
         raise InputError(corpus, "corpus folder does not exist" if not corpus.exists() else "corpus is not a folder")
     if jobs < 1:
         raise ConfigError(f"jobs must be >= 1, got {jobs}")
+    asr_failed = 0
+    if asr:
+        from videobert.speech.transcribe import transcribe
+
+        asr_failed = transcribe(corpus, work, asr=asr).failed
     wd = WorkDir(work).ensure()
     log = ErrorLog(wd.errors, stage=STAGE)
     log.clear_stage()
@@ -217,18 +229,25 @@ def ingest(corpus: Path, work: Path, verify: bool = True, jobs: int = 2) -> Stag
     transcripts: dict[str, str] = {}
     clipped = dropped = 0
     for v in videos:
-        if v.video not in probed or v.transcript is None:
+        if v.video not in probed:
+            continue
+        if v.transcript is not None:
+            path, source = corpus / v.transcript, v.transcript
+        elif wd.transcript_of(v.video).is_file():
+            path = wd.transcript_of(v.video)
+            source = RECOGNISED_PREFIX + path.relative_to(wd.root).as_posix()
+        else:
             continue
         try:
-            transcript = load_transcript(corpus / v.transcript, duration=probed[v.video]["duration"])
+            transcript = load_transcript(path, duration=probed[v.video]["duration"])
         except InputError as exc:
-            log.record(v.transcript, exc)
+            log.record(source, exc)
             continue
-        transcripts[v.video] = v.transcript
+        transcripts[v.video] = source
         clipped += transcript.clipped
         dropped += transcript.dropped
         sentence_rows += [
-            {"video": v.video, "index": k, "start": s.start, "end": s.end, "text": s.text, "source": v.transcript}
+            {"video": v.video, "index": k, "start": s.start, "end": s.end, "text": s.text, "source": source}
             for k, s in enumerate(transcript.sentences)
         ]
 
@@ -250,12 +269,13 @@ def ingest(corpus: Path, work: Path, verify: bool = True, jobs: int = 2) -> Stag
         stage=STAGE,
         done=len(probed) - skipped,
         skipped=skipped,
-        failed=log.count,
+        failed=log.count + asr_failed,
         outputs={"manifest": str(wd.manifest), "sentences": str(wd.sentences), "segments": str(wd.segments)},
         stats={
             "videos": len(manifest_rows),
             "hours": sum(r["duration"] for r in manifest_rows) / 3600,
             "sentences": len(sentence_rows),
+            "videos_with_transcript": len(transcripts),
             "sentences_clipped": clipped,
             "sentences_dropped": dropped,
             "segments": len(segment_rows),

@@ -280,6 +280,7 @@ def ingest(corpus: Path, work: Path, verify: bool = True, jobs: int = 2, asr: st
             "sentences_dropped": dropped,
             "segments": len(segment_rows),
             "segments_clipped": annotations.clipped,
+            "segment_labels_from_captions": annotations.labels_from_captions,
         },
     )
 

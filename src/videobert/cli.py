@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "evaluate": "videobert.tasks.evaluate:evaluate",
     "finetune": "videobert.tasks.finetune:finetune",
     "predict": "videobert.tasks.predict:predict",
+    "run": "videobert.pipeline:run",
     "demo": "videobert.pipeline:demo",
 }
 

@@ -11,6 +11,7 @@ manifest row is not probed again. While probing, the manifest is checkpointed ev
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -167,7 +168,9 @@ def _reusable_rows(wd: WorkDir, verify: bool) -> dict[str, dict[str, Any]]:
     return {r["video"]: r for r in table.to_pylist()}
 
 
-def ingest(corpus: Path, work: Path, verify: bool = True, jobs: int = 2, asr: str = "") -> StageReport:
+def ingest(
+    corpus: Path, work: Path, verify: bool = True, jobs: int = 2, asr: str = "", holdout: float = 0.0
+) -> StageReport:
     """Scan a corpus folder: probe every video, split transcripts into sentences, read annotations.
 
     A video without a transcript of its own takes the one `videobert transcribe` recognised from its speech
@@ -184,12 +187,17 @@ def ingest(corpus: Path, work: Path, verify: bool = True, jobs: int = 2, asr: st
         jobs: Worker processes that probe videos in parallel; 1 probes in this process.
         asr: Recognise speech first (`videobert transcribe --asr ASR`) for the videos with audio and no
             transcript, e.g. pocketsphinx; empty: use only the transcripts already there.
+        holdout: Fraction of the videos that the annotations put in no split to hold out as split val, as much of
+            the narrated ones as of the others (at least one of each kind), chosen by a hash of the video id, so the
+            same videos every run and on every machine.
     """
     corpus = Path(corpus)
     if not corpus.is_dir():
         raise InputError(corpus, "corpus folder does not exist" if not corpus.exists() else "corpus is not a folder")
     if jobs < 1:
         raise ConfigError(f"jobs must be >= 1, got {jobs}")
+    if not 0 <= holdout < 1:
+        raise ConfigError(f"holdout must be in [0, 1), got {holdout}")
     asr_failed = 0
     if asr:
         from videobert.speech.transcribe import transcribe
@@ -255,11 +263,11 @@ def ingest(corpus: Path, work: Path, verify: bool = True, jobs: int = 2, asr: st
     annotations = load_annotations(corpus, durations)
     for p in annotations.problems:
         log.record(p.item, InputError(p.item, p.problem))
-    segment_rows = annotations.rows()
+    splits = dict(annotations.splits)
+    splits.update(held_out([v for v in probed if v not in splits], holdout, narrated=set(transcripts)))
+    segment_rows = [r if r["split"] is not None else {**r, "split": splits.get(r["video"])} for r in annotations.rows()]
 
-    manifest_rows = [
-        _manifest_row(by_id[k], r, transcripts.get(k), annotations.splits.get(k)) for k, r in probed.items()
-    ]
+    manifest_rows = [_manifest_row(by_id[k], r, transcripts.get(k), splits.get(k)) for k, r in probed.items()]
     write_parquet(wd.sentences, sentence_rows, schema=SENTENCES)
     write_parquet(wd.segments, segment_rows, schema=SEGMENTS)
     # Last, so a finished manifest implies finished sentences and segments.
@@ -283,6 +291,21 @@ def ingest(corpus: Path, work: Path, verify: bool = True, jobs: int = 2, asr: st
             "segment_labels_from_captions": annotations.labels_from_captions,
         },
     )
+
+
+def held_out(videos: list[str], fraction: float, narrated: set[str] = frozenset()) -> dict[str, str]:
+    """``{video: "val"}`` for a ``fraction`` of the narrated ``videos`` and the same fraction of the others (at least
+    one of a group of two or more when above 0), so that alignment is measured on held-out narrated videos in a
+    corpus that mixes narrated and silent footage. The videos whose id hashes lowest are chosen, so the choice does
+    not depend on the order or the machine."""
+    if fraction <= 0:
+        return {}
+    out = {}
+    for group in ([v for v in videos if v in narrated], [v for v in videos if v not in narrated]):
+        if len(group) >= 2:
+            ranked = sorted(group, key=lambda v: hashlib.sha256(v.encode("utf-8")).hexdigest())
+            out.update({v: "val" for v in ranked[: max(1, round(fraction * len(group)))]})
+    return out
 
 
 def load_manifest(work: str | os.PathLike) -> pa.Table:

@@ -39,6 +39,15 @@ def decode_audio(path: str | os.PathLike, stream_index: int = 0) -> np.ndarray:
     return np.concatenate(chunks).astype(np.float32, copy=False)
 
 
+def has_audio(path: str | os.PathLike) -> bool:
+    """Whether the file has an audio stream (False also for a file FFmpeg cannot open: decoding reports that)."""
+    try:
+        with av.open(str(path)) as container:
+            return len(container.streams.audio) > 0
+    except (av.FFmpegError, OSError):
+        return False
+
+
 def is_silent(samples: np.ndarray) -> bool:
     """Whether a track is too quiet to hold speech (RMS below :data:`SILENCE_RMS`)."""
     return samples.size == 0 or float(np.sqrt(np.mean(np.square(samples, dtype=np.float64)))) < SILENCE_RMS

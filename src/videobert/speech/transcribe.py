@@ -16,7 +16,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from videobert.speech.audio import SAMPLE_RATE, decode_audio, is_silent
+from videobert.speech.audio import SAMPLE_RATE, decode_audio, has_audio, is_silent
 from videobert.speech.engines import Word, get_engine, recognize
 from videobert.utils.errors import ConfigError, ErrorLog, InputError
 from videobert.utils.io import write_json
@@ -77,6 +77,7 @@ def transcribe(
     overlap: float = 5.0,
     max_pause: float = 0.6,
     max_words: int = 20,
+    only_with_audio: bool = False,
     device: str = "auto",
 ) -> StageReport:
     """Recognise the speech of every video that has an audio track and no transcript of its own.
@@ -90,6 +91,8 @@ def transcribe(
         overlap: Seconds shared by consecutive windows of long audio.
         max_pause: A pause of at least this many seconds ends a sentence.
         max_words: Most words in a sentence.
+        only_with_audio: Leave videos without an audio stream alone instead of reporting each as an error (a corpus
+            that mixes silent footage with narrated footage).
         device: auto (CUDA when available), cuda or cpu; used by hf engines.
     """
     from videobert.data.ingest import scan_corpus
@@ -106,8 +109,10 @@ def transcribe(
 
     videos = scan_corpus(corpus)
     todo = [v for v in videos if v.transcript is None and (overwrite or not wd.transcript_of(v.video).is_file())]
+    if only_with_audio:
+        todo = [v for v in todo if has_audio(v.path)]
     subtitled = sum(v.transcript is not None for v in videos)
-    skipped = len(videos) - subtitled - len(todo)
+    skipped = sum(v.transcript is None and wd.transcript_of(v.video).is_file() for v in videos) if not overwrite else 0
     if not todo:
         return StageReport(STAGE, skipped=skipped, outputs={"transcripts": str(wd.transcripts)},
                            stats={"videos_with_own_transcript": subtitled})  # fmt: skip

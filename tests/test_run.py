@@ -32,6 +32,7 @@ def minicook(tmp_path_factory):
 def test_vocabulary_shape_keeps_enough_clips_per_word():
     assert vocabulary_shape(100) == (100 // MIN_CLIPS_PER_WORD, 1)
     assert vocabulary_shape(12 * MIN_CLIPS_PER_WORD) == (12, 1)
+    assert vocabulary_shape(906) == (7, 2)  # 60 words at most: 49 beats 12 (one level) and 27 (3 x 3 x 3)
     assert vocabulary_shape(144 * MIN_CLIPS_PER_WORD) == (12, 2)
     assert vocabulary_shape(10**9) == (12, 4)
 
@@ -45,7 +46,7 @@ def survey_of(**kwargs) -> CorpusSurvey:
 def test_recipe_follows_the_corpus_and_the_budget():
     youcook = choose_recipe(survey_of(segments=500, labelled=480, labels_from_captions=500, captioned=500,
                                       median_segment_seconds=6.0, splits={"train": 70, "val": 30}))  # fmt: skip
-    assert youcook.clip_frames == 30 and (youcook.k, youcook.depth) == (12, 2)  # 6000 s / 1.5 s = 4,000 clips
+    assert youcook.clip_frames == 30 and (youcook.k, youcook.depth) == (6, 3)  # 4,000 clips: 266 words at most
     assert youcook.evaluations == ("zeroshot", "retrieval") and youcook.zeroshot_labels_from == "train"
     assert youcook.eval_split == "val" and youcook.holdout == 0 and youcook.asr == ""
     folder = choose_recipe(survey_of(with_transcript=0, needs_asr=40, median_video_seconds=20.0), budget_minutes=60)

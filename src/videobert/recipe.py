@@ -6,9 +6,9 @@ How the choices are made, and why:
 * clip length: about four clips per annotated step (median step length / 4, 0.5-1.5 s at 20 fps), so that few
   clips straddle a step boundary (BENCHMARKS.md, "clip length"); without annotations the paper's 1.5 s, or 0.75 s
   for short videos (under a minute), whose scenes change quickly;
-* visual vocabulary: the paper's branching factor 12 and the deepest tree that still has at least
-  :data:`MIN_CLIPS_PER_WORD` clips per word (a word seen a handful of times is noise to k-means and to BERT);
-  below 12 words' worth, one level with fewer branches;
+* visual vocabulary: as many words as keep at least :data:`MIN_CLIPS_PER_WORD` clips each (a word seen a handful of
+  times is noise to k-means and to BERT), in a tree of at most the paper's 12 branches a level (the demo's 12 x 12
+  for its 2,500 clips, 7 x 7 for 900);
 * model and steps: a 2-layer 256-wide BERT from scratch for budgets under half an hour (the demo's), a 4-layer
   384-wide one beyond, trained for the steps that fit in :data:`PRETRAIN_SHARE` of the budget at the measured CPU
   speed (`--steps` fixes them instead);
@@ -242,14 +242,16 @@ def survey(corpus: Path) -> CorpusSurvey:
 
 
 def vocabulary_shape(clips: int) -> tuple[int, int]:
-    """(k, depth): branching 12 and the deepest tree with at least MIN_CLIPS_PER_WORD clips a word; fewer branches
-    in one level when even 12 words would be too many."""
-    if clips < BRANCHING * MIN_CLIPS_PER_WORD:
-        return max(2, clips // MIN_CLIPS_PER_WORD), 1
-    depth = 1
-    while depth < 4 and BRANCHING ** (depth + 1) * MIN_CLIPS_PER_WORD <= clips:
-        depth += 1
-    return BRANCHING, depth
+    """(k, depth) with the most words k**depth that keeps at least MIN_CLIPS_PER_WORD clips a word, with k at most
+    the paper's 12 and at least half that in a tree of several levels (a deep tree of 2- to 5-way splits inherits
+    every early split's mistakes); ties go to the shallower tree."""
+    most = max(2, clips // MIN_CLIPS_PER_WORD)
+    best = (min(BRANCHING, most), 1)
+    for depth in range(2, 5):
+        k = min(BRANCHING, int(round(most ** (1 / depth), 9)))
+        if k >= BRANCHING // 2 and k**depth > best[0] ** best[1]:
+            best = (k, depth)
+    return best
 
 
 def choose_recipe(found: CorpusSurvey, budget_minutes: float = 10.0, steps: int = 0, seed: int = 0) -> Recipe:

@@ -141,6 +141,19 @@ ENGINES: dict[str, tuple[Callable[[str, str], SpeechEngine], str]] = {
 }
 
 
+def _factory(name: str) -> tuple[Callable[[str, str], SpeechEngine], str]:
+    scheme, _, arg = name.partition(":")
+    if scheme not in ENGINES:
+        valid = ", ".join(usage for _, usage in ENGINES.values())
+        raise ConfigError(f"unknown speech engine {name!r}; valid engines: {valid}")
+    return ENGINES[scheme][0], arg
+
+
+def check_engine_name(name: str) -> None:
+    """Raise the ConfigError of :func:`get_engine` for an unknown engine without loading a model."""
+    _factory(name)
+
+
 def get_engine(name: str, device: str = "auto") -> SpeechEngine:
     """Build the engine called ``name`` (``pocketsphinx``, ``pocketsphinx:<dir>``, ``hf:<dir or id>``).
 
@@ -148,11 +161,7 @@ def get_engine(name: str, device: str = "auto") -> SpeechEngine:
         ConfigError: unknown engine (the message lists the valid ones).
         InputError: a model directory that does not exist or is not a model of that engine.
     """
-    scheme, _, arg = name.partition(":")
-    if scheme not in ENGINES:
-        valid = ", ".join(usage for _, usage in ENGINES.values())
-        raise ConfigError(f"unknown speech engine {name!r}; valid engines: {valid}")
-    factory, _ = ENGINES[scheme]
+    factory, arg = _factory(name)
     return factory(arg, device)
 
 

@@ -17,7 +17,7 @@ from typing import Any
 from tqdm import tqdm
 
 from videobert.speech.audio import SAMPLE_RATE, decode_audio, has_audio, is_silent
-from videobert.speech.engines import Word, get_engine, recognize
+from videobert.speech.engines import Word, check_engine_name, get_engine, recognize
 from videobert.utils.errors import ConfigError, ErrorLog, InputError
 from videobert.utils.io import write_json
 from videobert.utils.stage import StageReport
@@ -103,6 +103,7 @@ def transcribe(
     if overlap < 0:
         raise ConfigError(f"overlap must be >= 0 seconds, got {overlap}")
     rules = SentenceRules(max_pause=max_pause, max_words=max_words)
+    check_engine_name(asr)  # a typo fails now, even when there is nothing to recognise
     wd = WorkDir(work).ensure()
     log = ErrorLog(wd.errors, stage=STAGE)
     log.clear_stage()

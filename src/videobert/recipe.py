@@ -124,7 +124,8 @@ class Recipe:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
-            raise ConfigError(f"{source}: unknown recipe field(s) {', '.join(unknown)}; fields: {', '.join(sorted(names))}")
+            fields = ", ".join(sorted(names))
+            raise ConfigError(f"{source}: unknown recipe field(s) {', '.join(unknown)}; fields: {fields}")
         return cls(**data)
 
     def stage_options(self, stage: str) -> dict[str, Any]:
@@ -132,6 +133,7 @@ class Recipe:
 
     def describe(self) -> list[str]:
         """The recipe as lines a person reads before the run starts."""
+        candidates = self.zeroshot_labels_from
         lines = [
             f"clips: {self.clip_frames} frames at {FPS} fps ({self.clip_frames / FPS:g} s); features: "
             + ("an encoder trained on this corpus" if self.train_encoder else self.backbone),
@@ -140,9 +142,10 @@ class Recipe:
             f"speech recognition: {self.asr or 'none'}; held-out videos: "
             + (f"{self.holdout:.0%} of those without a split" if self.holdout else "the annotations' splits"),
             f"evaluations on split {self.eval_split}: {', '.join(self.evaluations) or 'none (no annotations)'}"
-            + (f" (zero-shot candidates from split {self.zeroshot_labels_from})" if self.zeroshot_labels_from != "all" else ""),
+            + (f" (zero-shot candidates from split {candidates})" if candidates != "all" else ""),
         ]
-        lines += [f"option {stage}.{key} = {value!r}" for stage, kwargs in self.options.items() for key, value in kwargs.items()]
+        lines += [f"option {stage}.{key} = {value!r}"
+                  for stage, kwargs in self.options.items() for key, value in kwargs.items()]  # fmt: skip
         return lines + [f"why: {note}" for note in self.notes]
 
 

@@ -264,7 +264,8 @@ def ingest(
     for p in annotations.problems:
         log.record(p.item, InputError(p.item, p.problem))
     splits = dict(annotations.splits)
-    splits.update(held_out([v for v in probed if v not in splits], holdout, narrated=set(transcripts)))
+    narrated = {r["video"] for r in sentence_rows}
+    splits.update(held_out([v for v in probed if v not in splits], holdout, narrated=narrated))
     segment_rows = [r if r["split"] is not None else {**r, "split": splits.get(r["video"])} for r in annotations.rows()]
 
     manifest_rows = [_manifest_row(by_id[k], r, transcripts.get(k), splits.get(k)) for k, r in probed.items()]

@@ -181,12 +181,13 @@ def _zero_shot(
         if not any(v is not None and v.strip() for v in examples[slot].to_pylist()):
             raise InputError(wd.segments, f"no evaluated segment has a {slot} label; zero-shot needs verbs and nouns")
         if not any(v is not None and v.strip() for v in source[slot].to_pylist()):
-            raise InputError(wd.segments, f"no segment of split {labels_from!r} has a {slot} label to take candidates from")
+            problem = f"no segment of split {labels_from!r} has a {slot} label to take candidates from"
+            raise InputError(wd.segments, problem)
         labels[slot] = LabelSet.from_values(source[slot].to_pylist(), network.tokenizer.text_tokenizer)
         known = set(labels[slot].names)
         values = examples[slot].to_pylist()
         gold[slot] = [v if v is not None and v.strip() in known else None for v in values]
-        unseen[f"{slot}_unseen"] = sum(v is not None and v.strip() != "" and g is None for v, g in zip(values, gold[slot]))
+        unseen[f"{slot}_unseen"] = sum(bool(v and v.strip()) and g is None for v, g in zip(values, gold[slot]))
     methods = zero_shot(
         network, network.tokenizer, visual, gold["verb"], gold["noun"], labels["verb"], labels["noun"],
         template=template, batch_size=batch_size,

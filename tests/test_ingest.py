@@ -365,3 +365,15 @@ def test_cli_exit_codes(tmp_path):
 
     result = runner.invoke(app, ["ingest", str(tmp_path / "absent"), str(tmp_path / "w3")])
     assert result.exit_code == 2
+
+
+def test_held_out_videos_are_a_stable_share_of_each_kind():
+    from videobert.data.ingest import held_out
+
+    videos = [f"v{i:02d}.mp4" for i in range(10)]
+    narrated = set(videos[:5])
+    chosen = held_out(videos, 0.2, narrated=narrated)
+    assert set(chosen.values()) == {"val"}
+    assert len(chosen.keys() & narrated) == 1 and len(chosen.keys() - narrated) == 1  # round(0.2 * 5) of each
+    assert held_out(list(reversed(videos)), 0.2, narrated=narrated) == chosen  # by hash, not by order
+    assert held_out(videos, 0.0) == {} and held_out(videos[:1], 0.5) == {}

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from videobert.cli import app
+from videobert.cli import COMMANDS, app
 from videobert.data.ingest import load_manifest, load_segments
 from videobert.recipe import (MIN_CLIPS_PER_WORD, CorpusSurvey, Recipe, apply_overrides, choose_recipe,
                               parse_option, vocabulary_shape)  # fmt: skip
@@ -129,10 +129,14 @@ def test_run_on_videos_alone(minicook, tmp_path, monkeypatch):
     for name in ("a", "b"):
         write_clip(corpus / "talks" / f"{name}.mp4", tone, seconds=2.0)
     out = tmp_path / "out"
-    result = CliRunner().invoke(app, ["run", str(corpus), "--out", str(out), *TINY])
+    (tmp_path / "recipe.json").write_text(json.dumps({"train_encoder": True}))
+    result = CliRunner().invoke(app, ["run", str(corpus), "--out", str(out), "--recipe", str(tmp_path / "recipe.json"),
+                                      *TINY])  # fmt: skip
     assert result.exit_code == 0, result.output
+    if "train_encoder" not in COMMANDS:
+        assert "skipped train-encoder: this installation has no train-encoder stage" in result.output
     recipe = json.loads((out / "recipe.json").read_text())
-    assert recipe["asr"] == "pocketsphinx" and recipe["holdout"] == 0.2 and recipe["evaluations"] == []
+    assert recipe["train_encoder"] is True and recipe["asr"] == "pocketsphinx" and recipe["holdout"] == 0.2 and recipe["evaluations"] == []
     assert sorted(p.name for p in (out / "work" / "transcripts" / "talks").iterdir()) == ["a.mp4.json", "b.mp4.json"]
     assert not list(corpus.rglob("*.json"))  # nothing written into the corpus
     splits = [r["split"] for r in load_manifest(out / "work").to_pylist()]

@@ -13,7 +13,7 @@ import pytest
 
 from videobert.data.ingest import ingest, load_manifest, load_sentences
 from videobert.speech.audio import SAMPLE_RATE, audio_windows, decode_audio, is_silent
-from videobert.speech.engines import SpeechEngine, Word, get_engine, recognize
+from videobert.speech.engines import ENGINES, SpeechEngine, Word, get_engine, recognize
 from videobert.speech.transcribe import SentenceRules, group_sentences, transcribe
 from videobert.utils.errors import ConfigError, InputError, read_errors
 
@@ -115,8 +115,7 @@ def test_stage_records_bad_items_and_goes_on(tmp_path, monkeypatch):
         def words(self, samples):
             return [Word("stir", 0.2, 0.5), Word("the", 0.5, 0.6), Word("soup", 0.6, 1.0)]
 
-    monkeypatch.setitem(__import__("videobert.speech.engines", fromlist=["ENGINES"]).ENGINES, "fake",
-                        (lambda arg, device: Fake(), "fake"))  # fmt: skip
+    monkeypatch.setitem(ENGINES, "fake", (lambda arg, device: Fake(), "fake"))
     before = sorted(p.name for p in corpus.rglob("*"))
     report = transcribe(corpus, work, asr="fake")
     assert (report.done, report.failed, report.skipped) == (1, 2, 0)

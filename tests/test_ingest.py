@@ -136,10 +136,11 @@ def test_ingest_good_corpus_exact(tmp_path):
         {"video": "a/cook.mp4", "index": 0, "start": 0.0, "end": 1.2, "verb": "crack", "noun": "egg", "caption": "crack the egg", "split": "train"},
         {"video": "a/cook.mp4", "index": 1, "start": 1.2, "end": 1.5, "verb": "fry", "noun": "egg", "caption": None, "split": "train"},
         {"video": "b/knead.mkv", "index": 0, "start": 0.25, "end": 1.75, "verb": "knead", "noun": "dough", "caption": None, "split": "val"},
-        {"video": "clip.mp4", "index": 0, "start": 0.5, "end": 1.0, "verb": None, "noun": None, "caption": "serve", "split": None},
+        {"video": "clip.mp4", "index": 0, "start": 0.5, "end": 1.0, "verb": "serve", "noun": None, "caption": "serve", "split": None},  # verb from the caption
     ]
-    assert report.stats == {"videos": 3, "hours": 5.5 / 3600, "sentences": 5, "sentences_clipped": 1,
-                            "sentences_dropped": 1, "sentences_cut": 0, "segments": 4, "segments_clipped": 1}
+    assert report.stats == {"videos": 3, "hours": 5.5 / 3600, "sentences": 5, "videos_with_transcript": 3,
+                            "sentences_clipped": 1, "sentences_dropped": 1, "sentences_cut": 0, "segments": 4,
+                            "segments_clipped": 1, "segment_labels_from_captions": 1}
 
 
 def tables(work: Path) -> list:
@@ -280,15 +281,16 @@ def test_youcook2_annotations(tmp_path):
     assert [(r["video"], r["split"]) for r in load_manifest(work).to_pylist()] == [
         ("training/cake/abcDEF123_x.mp4", "train"), ("validation/eggs/zzz.mkv", "val")]
     assert load_segments(work).to_pylist() == [
-        {"video": "training/cake/abcDEF123_x.mp4", "index": 0, "start": 0.0, "end": 1.0, "verb": None, "noun": None,
+        {"video": "training/cake/abcDEF123_x.mp4", "index": 0, "start": 0.0, "end": 1.0, "verb": "crack", "noun": "egg",
          "caption": "crack eggs", "split": "train"},
-        {"video": "training/cake/abcDEF123_x.mp4", "index": 1, "start": 1.0, "end": 2.0, "verb": None, "noun": None,
+        {"video": "training/cake/abcDEF123_x.mp4", "index": 1, "start": 1.0, "end": 2.0, "verb": "mix", "noun": "flour",
          "caption": "mix flour and sugar", "split": "train"},
     ]
     (error,) = read_errors(work / "errors.jsonl")
     assert (error.item, error.error) == ("youcookii_annotations_trainval.json",
                                          "1 of 3 annotated videos are not in the corpus: notDownloaded")
     assert report.failed == 1 and report.stats["segments_clipped"] == 1
+    assert report.stats["segment_labels_from_captions"] == 2
 
 
 def test_interrupted_run_resumes(tmp_path, monkeypatch):
@@ -363,3 +365,15 @@ def test_cli_exit_codes(tmp_path):
 
     result = runner.invoke(app, ["ingest", str(tmp_path / "absent"), str(tmp_path / "w3")])
     assert result.exit_code == 2
+
+
+def test_held_out_videos_are_a_stable_share_of_each_kind():
+    from videobert.data.ingest import held_out
+
+    videos = [f"v{i:02d}.mp4" for i in range(10)]
+    narrated = set(videos[:5])
+    chosen = held_out(videos, 0.2, narrated=narrated)
+    assert set(chosen.values()) == {"val"}
+    assert len(chosen.keys() & narrated) == 1 and len(chosen.keys() - narrated) == 1  # round(0.2 * 5) of each
+    assert held_out(list(reversed(videos)), 0.2, narrated=narrated) == chosen  # by hash, not by order
+    assert held_out(videos, 0.0) == {} and held_out(videos[:1], 0.5) == {}

@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "synth": "videobert.data.synth:synth",
     "ingest": "videobert.data.ingest:ingest",
     "train_encoder": "videobert.training.encoder:train_encoder",
+    "transcribe": "videobert.speech.transcribe:transcribe",
     "extract": "videobert.features.extract:extract",
     "vocab": "videobert.tokenizer.stages:vocab",
     "tokenize": "videobert.tokenizer.stages:tokenize",
@@ -32,6 +33,7 @@ COMMANDS: dict[str, str] = {
     "onnx_predict": "videobert.serving.onnx_predict:onnx_predict",
     "index": "videobert.serving.index:index",
     "serve": "videobert.serving.app:serve",
+    "run": "videobert.pipeline:run",
     "demo": "videobert.pipeline:demo",
 }
 
@@ -158,7 +160,7 @@ def build_app(names: list[str] | None = None) -> typer.Typer:
     stage module (torch, transformers, ...), so `main` registers only the one being run."""
     group = typer.Typer(
         name="videobert",
-        help="VideoBERT-style video-language learning: synth -> ingest -> extract -> vocab -> tokenize -> pretrain -> evaluate.",
+        help="VideoBERT-style video-language learning: synth -> (transcribe) -> ingest -> extract -> vocab -> tokenize -> pretrain -> evaluate.",
         no_args_is_help=True,
         add_completion=False,
         pretty_exceptions_enable=False,

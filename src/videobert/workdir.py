@@ -32,6 +32,15 @@ class WorkDir:
     def errors(self) -> Path:
         return self.root / "errors.jsonl"
 
+    # transcribe
+    @property
+    def transcripts(self) -> Path:
+        return self.root / "transcripts"
+
+    def transcript_of(self, video: str) -> Path:
+        """Where speech recognised in ``video`` (its id: a path relative to the corpus) is written."""
+        return self.transcripts / f"{video}.json"
+
     # extract
     @property
     def features(self) -> Path:

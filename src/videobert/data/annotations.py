@@ -11,6 +11,9 @@ Two formats are read, and may be combined:
 
 Every problem (a malformed line, a video that is not in the corpus or failed to ingest, a segment after the
 video's end, contradicting splits) becomes one :class:`AnnotationProblem`; the remaining segments are kept.
+
+A segment with a caption and no verb or noun gets them from its caption (:func:`videobert.data.actions.verb_and_noun`),
+as the paper did for YouCook2, so that zero-shot classification and the verb/noun tasks run on caption-only corpora.
 """
 from __future__ import annotations
 
@@ -66,6 +69,7 @@ class Annotations:
     splits: dict[str, str] = field(default_factory=dict)  # video id -> train | val | test
     problems: list[AnnotationProblem] = field(default_factory=list)
     clipped: int = 0  # segments whose end was moved back to their video's end
+    labels_from_captions: int = 0  # segments whose verb or noun was derived from the caption
 
     def rows(self) -> list[dict[str, Any]]:
         """SEGMENTS rows, sorted by video then time; ``index`` is the order within the video."""
@@ -258,6 +262,7 @@ def load_annotations(corpus: str | Path, videos: Mapping[str, float | None]) -> 
             claims += entry_claims
             result.problems += problems
     _check_segments(segments, videos, result)
+    _labels_from_captions(result)
     claims += [SplitClaim(s.video, s.split, s.source) for s in segments if s.split is not None]
     _resolve_splits(claims, videos, result)
     return result
@@ -282,6 +287,18 @@ def _check_segments(segments: list[Segment], videos: Mapping[str, float | None],
             seg = replace(seg, end=duration)
             result.clipped += 1
         result.segments.append(seg)
+
+
+def _labels_from_captions(result: Annotations) -> None:
+    """Fill a missing verb or noun from the segment's caption; given labels are never replaced."""
+    from videobert.data.actions import verb_and_noun
+
+    for k, seg in enumerate(result.segments):
+        if seg.caption and (seg.verb is None or seg.noun is None):
+            verb, noun = verb_and_noun(seg.caption)
+            result.segments[k] = replace(seg, verb=seg.verb if seg.verb is not None else verb,
+                                         noun=seg.noun if seg.noun is not None else noun)  # fmt: skip
+            result.labels_from_captions += 1
 
 
 def _resolve_splits(claims: list[SplitClaim], videos: Mapping[str, float | None], result: Annotations) -> None:

@@ -11,6 +11,7 @@ manifest row is not probed again. While probing, the manifest is checkpointed ev
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
 import time
@@ -35,6 +36,8 @@ from videobert.workdir import WorkDir
 
 STAGE = "ingest"
 _CHECKPOINT_SECONDS = 30.0
+# Marks a transcript path that is relative to the work directory (recognised speech), not to the corpus.
+RECOGNISED_PREFIX = "work:"
 
 # Manifest file metadata. "verified": rows were probed with full decoding, so a verifying run may reuse
 # them; "complete": written at the end of a run, not by a checkpoint.
@@ -176,8 +179,13 @@ def _reusable_rows(wd: WorkDir, verify: bool) -> dict[str, dict[str, Any]]:
 
 
 @locked("work")
-def ingest(corpus: Path, work: Path, verify: bool = True, jobs: int = 2) -> StageReport:
+def ingest(
+    corpus: Path, work: Path, verify: bool = True, jobs: int = 2, asr: str = "", holdout: float = 0.0
+) -> StageReport:
     """Scan a corpus folder: probe every video, split transcripts into sentences, read annotations.
+
+    A video without a transcript of its own takes the one `videobert transcribe` recognised from its speech
+    (WORK/transcripts/), when there is one.
 
     Args:
         corpus: Folder with the videos (any depth, any container FFmpeg reads), optional same-stem
@@ -188,12 +196,24 @@ def ingest(corpus: Path, work: Path, verify: bool = True, jobs: int = 2) -> Stag
         verify: Decode every frame to catch truncated or corrupt files and count frames exactly; with
             --no-verify only headers are read (faster, less safe).
         jobs: Worker processes that probe videos in parallel; 1 probes in this process.
+        asr: Recognise speech first (`videobert transcribe --asr ASR`) for the videos with audio and no
+            transcript, e.g. pocketsphinx; empty: use only the transcripts already there.
+        holdout: Fraction of the videos that the annotations put in no split to hold out as split val, as much of
+            the narrated ones as of the others (at least one of each kind), chosen by a hash of the video id, so the
+            same videos every run and on every machine.
     """
     corpus = Path(corpus)
     if not corpus.is_dir():
         raise InputError(corpus, "corpus folder does not exist" if not corpus.exists() else "corpus is not a folder")
     if jobs < 1:
         raise ConfigError(f"jobs must be >= 1, got {jobs}")
+    if not 0 <= holdout < 1:
+        raise ConfigError(f"holdout must be in [0, 1), got {holdout}")
+    asr_failed = 0
+    if asr:
+        from videobert.speech.transcribe import transcribe
+
+        asr_failed = transcribe(corpus, work, asr=asr).failed
     wd = WorkDir(work).ensure()
     log = ErrorLog(wd.errors, stage=STAGE)
     log.clear_stage()
@@ -230,14 +250,21 @@ def ingest(corpus: Path, work: Path, verify: bool = True, jobs: int = 2) -> Stag
     transcripts: dict[str, str] = {}
     clipped = dropped = cut = 0
     for v in videos:
-        if v.video not in probed or v.transcript is None:
+        if v.video not in probed:
+            continue
+        if v.transcript is not None:
+            path, source = corpus / v.transcript, v.transcript
+        elif wd.transcript_of(v.video).is_file():
+            path = wd.transcript_of(v.video)
+            source = RECOGNISED_PREFIX + path.relative_to(wd.root).as_posix()
+        else:
             continue
         try:
-            transcript = load_transcript(corpus / v.transcript, duration=probed[v.video]["duration"])
+            transcript = load_transcript(path, duration=probed[v.video]["duration"])
         except InputError as exc:
-            log.record(v.transcript, exc)
+            log.record(source, exc)
             continue
-        transcripts[v.video] = v.transcript
+        transcripts[v.video] = source
         clipped += transcript.clipped
         dropped += transcript.dropped
         cut += transcript.cut
@@ -245,7 +272,7 @@ def ingest(corpus: Path, work: Path, verify: bool = True, jobs: int = 2) -> Stag
             print(f"[{STAGE}] warning: {v.transcript}: {transcript.cut} sentence(s) longer than "
                   f"{MAX_SENTENCE_CHARS} characters cut into pieces", file=sys.stderr)  # fmt: skip
         sentence_rows += [
-            {"video": v.video, "index": k, "start": s.start, "end": s.end, "text": s.text, "source": v.transcript}
+            {"video": v.video, "index": k, "start": s.start, "end": s.end, "text": s.text, "source": source}
             for k, s in enumerate(transcript.sentences)
         ]
 
@@ -253,11 +280,12 @@ def ingest(corpus: Path, work: Path, verify: bool = True, jobs: int = 2) -> Stag
     annotations = load_annotations(corpus, durations)
     for p in annotations.problems:
         log.record(p.item, InputError(p.item, p.problem))
-    segment_rows = annotations.rows()
+    splits = dict(annotations.splits)
+    narrated = {r["video"] for r in sentence_rows}
+    splits.update(held_out([v for v in probed if v not in splits], holdout, narrated=narrated))
+    segment_rows = [r if r["split"] is not None else {**r, "split": splits.get(r["video"])} for r in annotations.rows()]
 
-    manifest_rows = [
-        _manifest_row(by_id[k], r, transcripts.get(k), annotations.splits.get(k)) for k, r in probed.items()
-    ]
+    manifest_rows = [_manifest_row(by_id[k], r, transcripts.get(k), splits.get(k)) for k, r in probed.items()]
     write_parquet(wd.sentences, sentence_rows, schema=SENTENCES)
     write_parquet(wd.segments, segment_rows, schema=SEGMENTS)
     # Last, so a finished manifest implies finished sentences and segments.
@@ -267,19 +295,36 @@ def ingest(corpus: Path, work: Path, verify: bool = True, jobs: int = 2) -> Stag
         stage=STAGE,
         done=len(probed) - skipped,
         skipped=skipped,
-        failed=log.count,
+        failed=log.count + asr_failed,
         outputs={"manifest": str(wd.manifest), "sentences": str(wd.sentences), "segments": str(wd.segments)},
         stats={
             "videos": len(manifest_rows),
             "hours": sum(r["duration"] for r in manifest_rows) / 3600,
             "sentences": len(sentence_rows),
+            "videos_with_transcript": len(transcripts),
             "sentences_clipped": clipped,
             "sentences_dropped": dropped,
             "sentences_cut": cut,
             "segments": len(segment_rows),
             "segments_clipped": annotations.clipped,
+            "segment_labels_from_captions": annotations.labels_from_captions,
         },
     )
+
+
+def held_out(videos: list[str], fraction: float, narrated: set[str] = frozenset()) -> dict[str, str]:
+    """``{video: "val"}`` for a ``fraction`` of the narrated ``videos`` and the same fraction of the others (at least
+    one of a group of two or more when above 0), so that alignment is measured on held-out narrated videos in a
+    corpus that mixes narrated and silent footage. The videos whose id hashes lowest are chosen, so the choice does
+    not depend on the order or the machine."""
+    if fraction <= 0:
+        return {}
+    out = {}
+    for group in ([v for v in videos if v in narrated], [v for v in videos if v not in narrated]):
+        if len(group) >= 2:
+            ranked = sorted(group, key=lambda v: hashlib.sha256(v.encode("utf-8")).hexdigest())
+            out.update({v: "val" for v in ranked[: max(1, round(fraction * len(group)))]})
+    return out
 
 
 def load_manifest(work: str | os.PathLike) -> pa.Table:

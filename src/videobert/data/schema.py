@@ -23,7 +23,7 @@ MANIFEST = pa.schema(
         ("num_subtitle_streams", pa.int32()),
         ("size_bytes", pa.int64()),
         ("mtime", pa.float64()),
-        ("transcript", pa.string()),  # sidecar path relative to the corpus root, or null
+        ("transcript", pa.string()),  # sidecar path relative to the corpus root, "work:transcripts/..." for recognised speech, or null
         ("split", pa.string()),  # train | val | test, or null when no annotation says
     ]
 )
@@ -35,7 +35,7 @@ SENTENCES = pa.schema(
         ("start", pa.float64()),
         ("end", pa.float64()),
         ("text", pa.string()),
-        ("source", pa.string()),  # transcript file it came from (relative to the corpus)
+        ("source", pa.string()),  # transcript file it came from (relative to the corpus, or "work:..." as in MANIFEST)
     ]
 )
 

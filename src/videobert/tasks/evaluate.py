@@ -57,6 +57,7 @@ def evaluate(
     num_beams: int = 4,
     length_penalty: float = 1.0,
     no_repeat_ngram_size: int = 0,
+    labels_from: str = "all",
     device: str = "auto",
 ) -> StageReport:
     """Evaluate a pretrained VideoBERT on the annotated segments of one split; writes metrics.json.
@@ -87,6 +88,9 @@ def evaluate(
         num_beams: Caption: beam width (1: greedy).
         length_penalty: Caption: beam search length penalty (exponent on the length; > 1 favours longer captions).
         no_repeat_ngram_size: Caption: never repeat an n-gram of this size in a caption (0: no constraint).
+        labels_from: Zeroshot: the split whose verbs and nouns are the candidates (all: every split). The paper's
+            YouCook2 protocol takes them from the training captions (train); a segment's label that is not among
+            them is left out of that slot's accuracy and counted (verb_unseen, noun_unseen).
         device: auto (CUDA when available), cuda or cpu.
     """
     if task not in TASKS:
@@ -142,7 +146,7 @@ def evaluate(
     network.eval().to(torch_device)
     with torch.inference_mode():
         if task == "zeroshot":
-            metrics.update(_zero_shot(network, wd, segments, examples, visual, template, batch_size))
+            metrics.update(_zero_shot(network, wd, segments, examples, visual, template, batch_size, labels_from))
         else:
             metrics.update(_retrieval(network, wd, examples, visual, batch_size, max_candidates, seed))
 
@@ -165,22 +169,33 @@ def _zero_shot(
     visual: list[np.ndarray],
     template: str,
     batch_size: int,
+    labels_from: str = "all",
 ) -> dict[str, Any]:
-    labels = {}
+    # Candidates from every split (the default), so that the label set does not depend on the split evaluated, or
+    # from one split (the paper's YouCook2 protocol: the training captions).
+    source = segments if labels_from == "all" else segments.filter(pc.equal(segments["split"], labels_from))
+    labels, gold, unseen = {}, {}, {}
     for slot in ("verb", "noun"):
         if not any(v is not None and v.strip() for v in examples[slot].to_pylist()):
             raise InputError(wd.segments, f"no evaluated segment has a {slot} label; zero-shot needs verbs and nouns")
-        # Candidates from every split, so that the label set does not depend on the split evaluated.
-        labels[slot] = LabelSet.from_values(segments[slot].to_pylist(), network.tokenizer.text_tokenizer)
+        if not any(v is not None and v.strip() for v in source[slot].to_pylist()):
+            problem = f"no segment of split {labels_from!r} has a {slot} label to take candidates from"
+            raise InputError(wd.segments, problem)
+        labels[slot] = LabelSet.from_values(source[slot].to_pylist(), network.tokenizer.text_tokenizer)
+        known = set(labels[slot].names)
+        values = examples[slot].to_pylist()
+        gold[slot] = [v if v is not None and v.strip() in known else None for v in values]
+        unseen[f"{slot}_unseen"] = sum(bool(v and v.strip()) and g is None for v, g in zip(values, gold[slot]))
     methods = zero_shot(
-        network, network.tokenizer, visual, examples["verb"].to_pylist(), examples["noun"].to_pylist(),
-        labels["verb"], labels["noun"], template=template, batch_size=batch_size,
+        network, network.tokenizer, visual, gold["verb"], gold["noun"], labels["verb"], labels["noun"],
+        template=template, batch_size=batch_size,
     )  # fmt: skip
     return {
         "evaluated": examples.num_rows,
         "template": template,
         "verb_labels": len(labels["verb"]),
         "noun_labels": len(labels["noun"]),
+        **({"labels_from": labels_from, **unseen} if labels_from != "all" else {}),
         "methods": methods,
     }
 

@@ -57,6 +57,7 @@ STAGE_FUNCTIONS = {
     "evaluate": "videobert.tasks.evaluate:evaluate",
     "finetune": "videobert.tasks.finetune:finetune",
     "captioning": "videobert.tasks.caption:caption_comparison",
+    "train_encoder": "videobert.training.encoder:train_encoder",
 }
 
 
@@ -219,7 +220,7 @@ def survey(corpus: Path) -> CorpusSurvey:
     corpus = Path(corpus)
     if not corpus.is_dir():
         raise InputError(corpus, "corpus folder does not exist" if not corpus.exists() else "corpus is not a folder")
-    videos = scan_corpus(corpus)
+    videos, _ = scan_corpus(corpus)  # unreadable entries are left to ingest to report
     durations: dict[str, float | None] = {}
     audio: dict[str, bool] = {}
     for v in videos:

@@ -19,6 +19,7 @@ from tqdm import tqdm
 from videobert.speech.audio import SAMPLE_RATE, decode_audio, has_audio, is_silent
 from videobert.speech.engines import Word, check_engine_name, get_engine, recognize
 from videobert.utils.errors import ConfigError, ErrorLog, InputError
+from videobert.utils.lock import locked
 from videobert.utils.io import write_json
 from videobert.utils.stage import StageReport
 from videobert.workdir import WorkDir
@@ -69,6 +70,7 @@ def group_sentences(words: list[Word], rules: SentenceRules = SentenceRules()) -
     ]  # fmt: skip
 
 
+@locked("work")
 def transcribe(
     corpus: Path,
     work: Path,
@@ -108,14 +110,16 @@ def transcribe(
     log = ErrorLog(wd.errors, stage=STAGE)
     log.clear_stage()
 
-    videos = scan_corpus(corpus)
+    videos, unreadable = scan_corpus(corpus)
+    for name, problem in unreadable:  # a link loop, a file that vanished: one line each, the rest goes on
+        log.record(name, problem)
     todo = [v for v in videos if v.transcript is None and (overwrite or not wd.transcript_of(v.video).is_file())]
     if only_with_audio:
         todo = [v for v in todo if has_audio(v.path)]
     subtitled = sum(v.transcript is not None for v in videos)
     skipped = sum(v.transcript is None and wd.transcript_of(v.video).is_file() for v in videos) if not overwrite else 0
     if not todo:
-        return StageReport(STAGE, skipped=skipped, outputs={"transcripts": str(wd.transcripts)},
+        return StageReport(STAGE, skipped=skipped, failed=log.count, outputs={"transcripts": str(wd.transcripts)},
                            stats={"videos_with_own_transcript": subtitled})  # fmt: skip
     engine = get_engine(asr, device)  # loaded only when there is work: Whisper takes seconds to load
 

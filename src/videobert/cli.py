@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "pretrain": "videobert.training.pretrain:pretrain",
     "evaluate": "videobert.tasks.evaluate:evaluate",
     "finetune": "videobert.tasks.finetune:finetune",
+    "continual": "videobert.tasks.continual:continual",
     "predict": "videobert.tasks.predict:predict",
     "demo": "videobert.pipeline:demo",
 }

@@ -260,9 +260,11 @@ def test_continual_stage_end_to_end_with_every_strategy(tiny_model, minicook_wor
     matrix = np.array(result["accuracy_matrix"])
     assert matrix.shape == (2, 2) and ((0 <= matrix) & (matrix <= 1)).all()
     assert result["metrics"] == pytest.approx(continual_metrics(matrix, np.array(result["accuracy_before"])))
+    within = np.array(result["accuracy_matrix_within_stage"])
+    assert within.shape == (2, 2) and (within >= matrix).all()  # two labels to choose from instead of four
     assert (out / "model" / "config.json").exists() and "<svg" in (out / "report.html").read_text()
+    stages.write_text(json.dumps([{"work": str(minicook_work), "labels": ["juggle"]}, {"work": str(minicook_work)}]))
     with pytest.raises(ConfigError, match="no verb label"):
-        stages.write_text(json.dumps([{"work": str(minicook_work), "labels": ["juggle"]}, {"work": str(minicook_work)}]))
         continual(tiny_model, stages, out, device="cpu")
 
 

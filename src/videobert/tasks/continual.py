@@ -3,7 +3,9 @@ or nouns) or a new corpus, and how much of the earlier stages survives each late
 
 Setting: class-incremental. One classification head covers the union of every stage's labels (in stage order);
 stage i trains on its own examples only, and every model is tested on every stage's test split by its argmax over
-all labels, so nothing tells the model which stage a test example comes from. A stage is a work directory (its
+all labels, so nothing tells the model which stage a test example comes from. The same scores restricted to the
+stage's own labels give the task-incremental view (the stage is known at test; only the features can be forgotten,
+not which labels to favour), reported beside it as `*_within_stage`. A stage is a work directory (its
 visual words must come from the model's vocabulary, as for `finetune`) and optionally the labels it keeps::
 
     [{"name": "verbs 1", "work": "work", "labels": ["cut", "pour"]},
@@ -27,7 +29,7 @@ test split after training stage i) and b (top-1 on stage j of the model before a
     forgetting          mean_{j<T-1} max_{l<T-1} R[l, j] - R[T-1, j]
     forward transfer    mean_{j>0} R[j-1, j] - b[j]
 
-Outputs in OUT: continual.json (options, stages, labels, the matrix, the metrics, each stage's training history),
+Outputs in OUT: continual.json (options, stages, labels, the matrices, the metrics, each stage's training history),
 report.html (the matrix as a table, each stage's accuracy as a curve over the stages trained) and model/, the
 classifier after the last stage.
 """
@@ -226,7 +228,7 @@ def run_continual(
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     config = VideoBertConfig.from_pretrained(model)
-    data, labels = stage_examples(specs, config, target)
+    data, labels, stage_columns = stage_examples(specs, config, target)
     network = VideoBertForSegmentClassification.from_pretrained(model, classification_labels={target: labels})
     tokenizer = require_tokenizer(network, model)
     trainee = apply_method(network, MethodOptions(freeze_layers=options.freeze_layers)).to(device)
@@ -235,15 +237,19 @@ def run_continual(
     ewc = EWCPenalty(options.ewc_strength) if "ewc" in options.strategies else None
     use_lwf = "lwf" in options.strategies
 
-    def test_accuracies() -> list[float]:
-        accuracies = []
-        for splits in data:
+    def test_accuracies() -> tuple[list[float], list[float]]:
+        """Top-1 on each stage's test split over all labels, and over the stage's own labels only."""
+        anywhere, within = [], []
+        for splits, columns in zip(data, stage_columns):
             _, scores = evaluate_examples(trainee, tokenizer, splits["test"], options.batch_size, max_length, device)
-            accuracies.append(float(np.mean(scores[target].argmax(axis=1) == splits["test"].labels[:, 0])))
-        return accuracies
+            gold = splits["test"].labels[:, 0]
+            anywhere.append(float(np.mean(scores[target].argmax(axis=1) == gold)))
+            within.append(float(np.mean(columns[scores[target][:, columns].argmax(axis=1)] == gold)))
+        return anywhere, within
 
-    before = test_accuracies()
+    before, before_within = test_accuracies()
     matrix: list[list[float]] = []
+    matrix_within: list[list[float]] = []
     histories = []
     teacher: torch.nn.Module | None = None
     old_labels: list[int] = []  # head columns of the labels of the stages already trained
@@ -274,9 +280,11 @@ def run_continual(
 
         history, best_epoch = fit(trainee, len(train), batch_loss, val_loss, epochs=options.epochs,
                                   batch_size=options.batch_size, learning_rate=options.learning_rate,
-                                  patience=options.patience, rng=rng)  # fmt: skip
+                                  patience=options.patience, rng=rng, max_grad_norm=1.0)  # fmt: skip
         histories.append({"stage": spec.name, "best_epoch": best_epoch, "history": history})
-        matrix.append(test_accuracies())
+        anywhere, within = test_accuracies()
+        matrix.append(anywhere)
+        matrix_within.append(within)
         logger.info("after %s: test top-1 per stage %s", spec.name, ", ".join(f"{a:.3f}" for a in matrix[-1]))
 
         # ---- remember this stage for the next ones
@@ -301,7 +309,10 @@ def run_continual(
         "stages": [{"name": s.name, "work": str(s.work), "labels": s.labels,
                     "examples": {split: len(splits[split]) for split in SPLITS}} for s, splits in zip(specs, data)],
         "labels": labels, "accuracy_before": before, "accuracy_matrix": matrix,
-        "metrics": continual_metrics(np.array(matrix), np.array(before)), "histories": histories,
+        "metrics": continual_metrics(np.array(matrix), np.array(before)),
+        "accuracy_before_within_stage": before_within, "accuracy_matrix_within_stage": matrix_within,
+        "metrics_within_stage": continual_metrics(np.array(matrix_within), np.array(before_within)),
+        "histories": histories,
     }  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "continual.json", result)
@@ -312,9 +323,9 @@ def run_continual(
 
 def stage_examples(
     specs: list[StageSpec], config: VideoBertConfig, target: str
-) -> tuple[list[dict[str, Examples]], list[str]]:
-    """Each stage's examples by split, labelled by the column of the joint head, and the joint head's labels (each
-    stage's labels in stage order, first appearance first)."""
+) -> tuple[list[dict[str, Examples]], list[str], list[np.ndarray]]:
+    """Each stage's examples by split, labelled by the column of the joint head; the joint head's labels (each
+    stage's labels in stage order, first appearance first); and the head columns of each stage's labels."""
     labels: list[str] = []
     loaded = []
     for spec in specs:
@@ -338,7 +349,7 @@ def stage_examples(
             examples.labels = np.array([[column[names[i]]] for i in examples.labels[:, 0]], dtype=np.int64)
             stage[split] = examples
         data.append(stage)
-    return data, labels
+    return data, labels, [np.array(sorted(column[name] for name in keep)) for _, _, keep in loaded]
 
 
 def examples_of(items: list[tuple[np.ndarray, str | None, np.ndarray]]) -> Examples:
@@ -370,17 +381,24 @@ def continual_metrics(matrix: np.ndarray, before: np.ndarray) -> dict[str, float
 
 
 def write_report(result: dict[str, Any], path: Path) -> None:
-    """report.html: the metrics, the accuracy matrix and one curve per stage over the stages trained."""
+    """report.html: the metrics, the accuracy matrices and one curve per stage over the stages trained, for the
+    class-incremental view and the within-stage one."""
     names = [stage["name"] for stage in result["stages"]]
     report = Report(f"continual learning: {result['options']['strategy']}")
-    report.add_table("metrics", ["metric", "value (%)"],
-                     [[name.replace("_", " "), "-" if v is None else 100 * v]
-                      for name, v in result["metrics"].items()])  # fmt: skip
-    rows = [["before training", *(100 * a for a in result["accuracy_before"])]]
-    rows += [[f"after {name}", *(100 * a for a in accuracies)] for name, accuracies in zip(names, result["accuracy_matrix"])]
-    report.add_table("test top-1 (%) on each stage (columns) after each stage (rows)", ["model", *names], rows,
-                     note=f"one head over {len(result['labels'])} {result['target']} labels; no stage given at test")
-    curves = {name: [(i, 100 * row[j]) for i, row in enumerate([result["accuracy_before"], *result["accuracy_matrix"]])]
-              for j, name in enumerate(names)}  # fmt: skip
-    report.add_curves("test top-1 on each stage", curves, y_label="top-1 (%)", x_label="stages trained")
+    views = {"": f"any of the {len(result['labels'])} {result['target']} labels (the stage is not given)",
+             "_within_stage": "the stage's own labels only (the stage is given)"}  # fmt: skip
+    report.add_table("metrics (%)", ["metric", *(f"over {view}" for view in views.values())], [
+        [name.replace("_", " "), *("-" if result["metrics" + key][name] is None else 100 * result["metrics" + key][name]
+                                   for key in views)]
+        for name in result["metrics"]
+    ])  # fmt: skip
+    for key, view in views.items():
+        before, matrix = result["accuracy_before" + key], result["accuracy_matrix" + key]
+        rows = [["before training", *(100 * a for a in before)]]
+        rows += [[f"after {name}", *(100 * a for a in accuracies)] for name, accuracies in zip(names, matrix)]
+        report.add_table(f"test top-1 (%) on each stage (columns) after each stage (rows), over {view}",
+                         ["model", *names], rows)  # fmt: skip
+        curves = {name: [(i, 100 * row[j]) for i, row in enumerate([before, *matrix])] for j, name in enumerate(names)}
+        report.add_curves(f"test top-1 on each stage, over {view}", curves, y_label="top-1 (%)",
+                          x_label="stages trained")  # fmt: skip
     report.write(path)

@@ -3,11 +3,12 @@
     .venv/bin/python benchmarks/continual.py DIR [--seeds 0,1,2] [--tables continual,adversarial,augmentation,layers]
 
 DIR holds (and reuses on later runs) a generated MiniCook corpus, its work directory (clips of 0.75 s, 12 x 12
-visual words) and a small VideoBERT pretrained on it with the demo's recipe; the runs go to DIR/runs. Tables, as
-Markdown on stdout:
+visual words) and a small VideoBERT pretrained on it with the demo's recipe; the runs go to DIR/runs (a fine-tuning
+run already there is reused: delete DIR/runs to start over). Tables, as Markdown on stdout:
 
 - continual: the 8 verbs in 4 stages of 2 (`videobert continual`, class-incremental), naive vs replay vs EWC vs LwF
-  and replay+LwF: average accuracy, forgetting and backward transfer (mean and range over seeds);
+  and replay+LwF: average accuracy, forgetting and backward transfer, over all labels and within the stage's own
+  (mean and range over seeds);
 - adversarial: verb top-1 clean and under an FGM attack (ATTACKS), standard vs adversarial training against it;
 - augmentation: few-shot verb fine-tuning (--few-shot per verb) with each augmentation alone;
 - layers: layer-wise learning-rate decay and frozen lower layers.
@@ -38,7 +39,7 @@ PRETRAIN = dict(init="scratch:2x128", text_vocab=300, learning_rate=1e-3, conten
 GROUPS = [list(VERBS[i : i + 2]) for i in range(0, len(VERBS), 2)]
 # A stage has 90 training segments: small batches and up to 30 epochs let each stage reach its own verbs.
 CONTINUAL = dict(learning_rate=3e-4, batch_size=8, patience=3, replay_size=200, replay_batch=8)
-STRATEGIES = {"naive": {}, "replay": {}, "ewc": {}, "ewc (lambda 1e6)": {"ewc_strength": 1e6}, "lwf": {},
+STRATEGIES = {"naive": {}, "replay": {}, "ewc (lambda 1e3)": {"ewc_strength": 1e3}, "ewc": {}, "lwf": {},
               "replay+lwf": {}}
 ADV_EPS = 0.2
 ADVERSARIAL = dict(learning_rate=3e-4, batch_size=16, patience=3)
@@ -93,7 +94,8 @@ def finetune_runs(work: Path, model: Path, out: Path, seeds: list[int], **option
     results = []
     for seed in seeds:
         folder = out / f"seed{seed}"
-        finetune(model, work, folder, target="verb", seed=seed, device="cpu", **options)
+        if not (folder / "metrics.json").exists():
+            finetune(model, work, folder, target="verb", seed=seed, device="cpu", **options)
         results.append(read_json(folder / "metrics.json"))
     return results
 

@@ -74,8 +74,10 @@ class ContinualOptions:
     """replay: examples the reservoir keeps (a uniform sample of all earlier stages' training examples)."""
     replay_batch: int = 16
     """replay: buffer examples added to each batch."""
-    ewc_strength: float = 1000.0
-    """ewc: lambda, the weight of the Fisher-weighted penalty."""
+    ewc_strength: float = 1e6
+    """ewc: lambda, the weight of the Fisher-weighted penalty. The Fisher of a fine-tuned classifier is small (mean
+    squared per-example gradients); 1e3 barely moved forgetting, 1e6 halved the within-stage
+    forgetting on MiniCook's verb groups (BENCHMARKS.md, "Continual learning")."""
     fisher_examples: int = 200
     """ewc: training examples of a stage (the first ones, in a random order) whose squared gradients estimate its
     Fisher information, one example at a time."""

@@ -157,7 +157,7 @@ def finetune(
         lr_decay: Task classify: layer-wise learning-rate decay; encoder layer i trains at learning_rate x
             lr_decay^(layers - i), the embeddings one step lower, the head at learning_rate (1: one rate).
         adversarial: Task classify: adversarial training against an attack on the input embeddings, fgm or pgd
-            (radius --adv-eps); each step's loss is the mean of the clean and the attacked loss. none: off.
+            (radius --adv-eps); each step's loss is the clean plus the attacked loss (Miyato et al.). none: off.
         attack: Task classify: also report the test accuracy under this attack (fgm or pgd, radius --adv-eps);
             empty: the training attack, if any.
         adv_eps: L2 radius per example of the --adversarial and --attack perturbations of the input embeddings.
@@ -281,7 +281,7 @@ def finetune(
             return loss
         delta = train_attack.perturbation(trainee, lambda: trainee(**batch).loss)
         with perturbed_embeddings(trainee, delta):
-            return (loss + trainee(**batch).loss) / 2
+            return loss + trainee(**batch).loss
 
     def val_loss() -> float:
         return evaluate_examples(trainee, tokenizer, splits["val"], batch_size, max_length, torch_device, two_stream)[0]

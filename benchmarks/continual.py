@@ -37,8 +37,6 @@ VIDEOS, SIZE, PRETRAIN_STEPS = 120, 64, 600
 PRETRAIN = dict(init="scratch:2x128", text_vocab=300, learning_rate=1e-3, content_word_weight=8.0, text_weight=0.1,
                 video_weight=0.1, text_video_weight=0.8, negative_prob=0.25, batch_size=32)  # fmt: skip
 GROUPS = [list(VERBS[i : i + 2]) for i in range(0, len(VERBS), 2)]
-# A stage has 90 training segments: small batches and up to 30 epochs let each stage reach its own verbs.
-CONTINUAL = dict(learning_rate=3e-4, batch_size=8, patience=3, replay_size=200, replay_batch=8)
 STRATEGIES = {"naive": {}, "replay": {}, "ewc (lambda 1e3)": {"ewc_strength": 1e3}, "ewc": {}, "lwf": {},
               "replay+lwf": {}}
 ADV_EPS = 0.2
@@ -78,7 +76,7 @@ def continual_table(work: Path, model: Path, runs: Path, seeds: list[int], epoch
         for seed in seeds:
             out = runs / "continual" / f"{strategy.split()[0]}-{len(extra)}-{seed}"
             continual(model, stages, out, strategy=strategy.split()[0], epochs=epochs, seed=seed, device="cpu",
-                      **CONTINUAL, **extra)  # fmt: skip
+                      **extra)  # fmt: skip
             result = read_json(out / "continual.json")
             for key in ("metrics", "metrics_within_stage"):
                 for name, value in result[key].items():

@@ -265,7 +265,7 @@ def run_continual(
     old_labels: list[int] = []  # head columns of the labels of the stages already trained
 
     # ---- train, stage by stage
-    for i, (spec, splits) in enumerate(zip(specs, data)):
+    for spec, splits in zip(specs, data):
         train = splits["train"]
 
         def batch_loss(rows: np.ndarray) -> torch.Tensor:
@@ -288,6 +288,8 @@ def run_continual(
         def val_loss() -> float:
             return evaluate_examples(trainee, tokenizer, splits["val"], options.batch_size, max_length, device)[0]
 
+        # A new stage's first losses are large (its labels' scores start far below the earlier ones): clipping keeps
+        # those steps from moving the encoder further than the head needs.
         history, best_epoch = fit(trainee, len(train), batch_loss, val_loss, epochs=options.epochs,
                                   batch_size=options.batch_size, learning_rate=options.learning_rate,
                                   patience=options.patience, rng=rng, max_grad_norm=1.0)  # fmt: skip

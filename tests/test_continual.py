@@ -281,3 +281,12 @@ def test_finetune_reports_accuracy_under_attack_with_adversarial_training_and_au
                 {"adversarial": "fgm", "adv_eps": 0.0}):  # fmt: skip
         with pytest.raises(ConfigError):
             finetune(tiny_model, minicook_work, tmp_path / "bad", epochs=1, device="cpu", **bad)
+
+
+def test_attack_leaves_the_layout_tokens_alone():
+    model = _Embedded()
+    ids, labels = torch.tensor([[0, 2, 3, 9], [0, 5, 9, 9]]), torch.tensor([0, 2])
+    attack = EmbeddingAttack("pgd", eps=0.5, steps=2, fixed_ids=(0, 9))
+    delta = attack.perturbation(model, lambda: model.loss(ids, labels))
+    fixed = (ids == 0) | (ids == 9)
+    assert (delta[fixed] == 0).all() and (delta[~fixed].abs().sum(dim=-1) > 0).all()

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -232,8 +232,8 @@ def finetune(
     for name, value in (("adversarial", adversarial), ("attack", attack)):
         if value not in ATTACKS + ("",) or (name == "adversarial" and not value):
             raise ConfigError(f"{name} must be one of {', '.join(ATTACKS)}, got {value!r}")
-    train_attack = None if adversarial == "none" else EmbeddingAttack(adversarial, adv_eps, adv_steps)
     attack = attack or adversarial
+    train_attack = None if adversarial == "none" else EmbeddingAttack(adversarial, adv_eps, adv_steps)
     test_attack = None if attack == "none" else EmbeddingAttack(attack, adv_eps, adv_steps)
     if two_stream and test_attack is not None:
         raise ConfigError("adversarial training and attacks perturb the single-stream model's input embeddings; "
@@ -267,6 +267,9 @@ def finetune(
                                                                     config.num_hidden_layers)  # fmt: skip
     # Prompt tokens take positions too: shorten the input so that prompt + input fits the position table.
     max_length = config.max_position_embeddings - (num_virtual_tokens if method == "prompt" else 0)
+    layout = (config.cls_token_id, config.sep_token_id, config.pad_token_id, config.visual_separator_token_id)
+    train_attack, test_attack = (None if a is None else replace(a, fixed_ids=layout)
+                                 for a in (train_attack, test_attack))  # fmt: skip
 
     # ---- train
     def batch_loss(rows: np.ndarray) -> torch.Tensor:

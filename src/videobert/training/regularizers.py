@@ -133,6 +133,9 @@ class EmbeddingAttack:
     """Radius of the perturbation (L2 norm per example)."""
     steps: int = 3
     """pgd: gradient steps."""
+    fixed_ids: tuple[int, ...] = ()
+    """Token ids whose embeddings are never perturbed: the special tokens that mark the input's layout ([CLS],
+    [SEP], [>], padding), so that the attack changes what the input shows, not where the classifier reads it."""
 
     def __post_init__(self) -> None:
         if self.method not in ATTACKS[1:]:
@@ -151,6 +154,9 @@ class EmbeddingAttack:
             with perturbed_embeddings(model, delta) as added:
                 loss = loss_of()
             (grad,) = torch.autograd.grad(loss, added["delta"])
+            if self.fixed_ids:
+                fixed = torch.isin(added["ids"], torch.tensor(self.fixed_ids, device=grad.device))  # (batch, seq)
+                grad = grad.masked_fill(fixed.unsqueeze(-1), 0.0)
             with torch.no_grad():
                 delta = _project(added["delta"] + size * _unit(grad), self.eps)
         return delta
@@ -160,11 +166,12 @@ class EmbeddingAttack:
 def perturbed_embeddings(model: nn.Module, delta: torch.Tensor | None) -> Iterator[dict[str, torch.Tensor]]:
     """Within the block, the model's input embedding table returns its output plus `delta` (None: plus zeros); the
     yielded dict holds, under "delta", the tensor added last as a leaf that requires grad, so that the gradient of
-    a loss with respect to the perturbation can be taken."""
+    a loss with respect to the perturbation can be taken, and under "ids" the token ids it embedded."""
     added: dict[str, torch.Tensor] = {}
 
     def hook(module: nn.Module, inputs: Any, output: torch.Tensor) -> torch.Tensor:
         leaf = torch.zeros_like(output) if delta is None else delta.detach().to(output.dtype)
+        added["ids"] = inputs[0]
         added["delta"] = leaf.requires_grad_(True)
         return output + leaf
 

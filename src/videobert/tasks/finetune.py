@@ -160,7 +160,8 @@ def finetune(
             (radius --adv-eps); each step's loss is the clean plus the attacked loss (Miyato et al.). none: off.
         attack: Task classify: also report the test accuracy under this attack (fgm or pgd, radius --adv-eps);
             empty: the training attack, if any.
-        adv_eps: L2 radius per example of the --adversarial and --attack perturbations of the input embeddings.
+        adv_eps: L2 radius per example of the --adversarial and --attack perturbations of the input embeddings
+            (of the words and visual words; [CLS], [SEP], [>] and padding are left as they are).
         adv_steps: Steps of a pgd attack.
         patience: Stop after this many epochs without a lower val loss.
         lora_rank: Method lora: rank of the query and value updates.

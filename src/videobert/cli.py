@@ -28,6 +28,7 @@ COMMANDS: dict[str, str] = {
     "pretrain": "videobert.training.pretrain:pretrain",
     "evaluate": "videobert.tasks.evaluate:evaluate",
     "finetune": "videobert.tasks.finetune:finetune",
+    "continual": "videobert.tasks.continual:continual",
     "predict": "videobert.tasks.predict:predict",
     "export": "videobert.serving.export:export",
     "onnx_predict": "videobert.serving.onnx_predict:onnx_predict",

@@ -19,7 +19,8 @@ evaluate on `test` -> save. Outputs in OUT::
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from contextlib import nullcontext
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ from videobert.model import VideoBertConfig, require_tokenizer, visual_tokenizer
 from videobert.model.classification import TARGETS, VideoBertForSegmentClassification
 from videobert.model.tokenization import VideoBertTokenizer
 from videobert.model.two_stream import VideoBertTwoStreamForSegmentClassification
+from videobert.tasks.augmentation import VisualNeighbours, drop_narration
 from videobert.tasks.evaluate import segment_visual_tokens
 from videobert.utils.device import resolve_device
 from videobert.tasks.metrics import top_k_accuracy
@@ -49,6 +51,7 @@ from videobert.tasks.peft_methods import (
 from videobert.tasks.supervised import fit
 from videobert.tokenizer.quality import segment_clip_index
 from videobert.tokenizer.stages import tokens_metadata
+from videobert.training.regularizers import ATTACKS, EmbeddingAttack, layerwise_parameter_groups, perturbed_embeddings
 from videobert.utils.errors import ConfigError, InputError
 from videobert.utils.io import atomic_open, atomic_path, read_parquet, write_json
 from videobert.utils.lock import locked
@@ -96,6 +99,14 @@ def finetune(
     with_text: bool = False,
     stride: int = 1,
     token_dropout: float = 0.0,
+    word_substitution: float = 0.0,
+    narration_dropout: float = 0.0,
+    word_dropout: float = 0.0,
+    lr_decay: float = 1.0,
+    adversarial: str = "none",
+    attack: str = "",
+    adv_eps: float = 1.0,
+    adv_steps: int = 3,
     patience: int = 2,
     lora_rank: int = 8,
     adapter_size: int = 64,
@@ -139,6 +150,21 @@ def finetune(
         stride: Training augmentation: subsample each segment's visual tokens with a random stride in [1, stride]
             and a random offset (the paper uses 1-5); 1 keeps every token.
         token_dropout: Training augmentation: drop each visual token with this probability (one is always kept).
+        word_substitution: Task classify, training augmentation: replace each visual token with this probability
+            by a sibling in the vocabulary tree (another leaf under the same parent).
+        narration_dropout: Task classify with --with-text, training augmentation: drop a segment's whole narration
+            with this probability.
+        word_dropout: Task classify with --with-text, training augmentation: drop each narration word with this
+            probability.
+        lr_decay: Task classify: layer-wise learning-rate decay; encoder layer i trains at learning_rate x
+            lr_decay^(layers - i), the embeddings one step lower, the head at learning_rate (1: one rate).
+        adversarial: Task classify: adversarial training against an attack on the input embeddings, fgm or pgd
+            (radius --adv-eps); each step's loss is the clean plus the attacked loss (Miyato et al.). none: off.
+        attack: Task classify: also report the test accuracy under this attack (fgm or pgd, radius --adv-eps);
+            empty: the training attack, if any.
+        adv_eps: L2 radius per example of the --adversarial and --attack perturbations of the input embeddings
+            (of the words and visual words; [CLS], [SEP], [>] and padding are left as they are).
+        adv_steps: Steps of a pgd attack.
         patience: Stop after this many epochs without a lower val loss.
         lora_rank: Method lora: rank of the query and value updates.
         adapter_size: Method adapter: bottleneck width of each adapter.
@@ -195,13 +221,28 @@ def finetune(
                              ("few_shot", few_shot, 0), ("patience", patience, 1)):  # fmt: skip
         if value < low:
             raise ConfigError(f"{name} must be at least {low}, got {value}")
-    if not 0.0 <= token_dropout < 1.0:
-        raise ConfigError(f"token_dropout must be in [0, 1), got {token_dropout}")
+    for name, rate in (("token_dropout", token_dropout), ("word_substitution", word_substitution),
+                       ("narration_dropout", narration_dropout), ("word_dropout", word_dropout)):  # fmt: skip
+        if not 0.0 <= rate < 1.0:
+            raise ConfigError(f"{name} must be in [0, 1), got {rate}")
     if learning_rate <= 0:
         raise ConfigError(f"learning_rate must be positive, got {learning_rate}")
+    if not 0 < lr_decay <= 1:
+        raise ConfigError(f"lr_decay must be in (0, 1], got {lr_decay}")
     two_stream = method == "two-stream"
     if two_stream and not with_text:
         raise ConfigError("method two-stream compares late fusion of narration and video: it needs with_text")
+    for name, value in (("adversarial", adversarial), ("attack", attack)):
+        if value not in ATTACKS + ("",) or (name == "adversarial" and not value):
+            raise ConfigError(f"{name} must be one of {', '.join(ATTACKS)}, got {value!r}")
+    attack = attack or adversarial
+    train_attack = None if adversarial == "none" else EmbeddingAttack(adversarial, adv_eps, adv_steps)
+    test_attack = None if attack == "none" else EmbeddingAttack(attack, adv_eps, adv_steps)
+    if two_stream and test_attack is not None:
+        raise ConfigError("adversarial training and attacks perturb the single-stream model's input embeddings; "
+                          "method two-stream has two of them")  # fmt: skip
+    if (narration_dropout or word_dropout) and not with_text:
+        raise ConfigError("narration_dropout and word_dropout augment the narration: they need with_text")
     torch_device = torch.device(resolve_device(device))
     targets = TARGET_CHOICES[target]
     out = Path(out)
@@ -225,20 +266,36 @@ def finetune(
     tokenizer = require_tokenizer(network, model)
     trainee = apply_method(network, options).to(torch_device)
     parameters = count_parameters(trainee)
+    neighbours = VisualNeighbours(network.visual_tokenizer) if word_substitution else None
+    groups = None if lr_decay == 1 else layerwise_parameter_groups(trainee, learning_rate, lr_decay,
+                                                                    config.num_hidden_layers)  # fmt: skip
     # Prompt tokens take positions too: shorten the input so that prompt + input fits the position table.
     max_length = config.max_position_embeddings - (num_virtual_tokens if method == "prompt" else 0)
+    layout = (config.cls_token_id, config.sep_token_id, config.pad_token_id, config.visual_separator_token_id)
+    train_attack, test_attack = (None if a is None else replace(a, fixed_ids=layout)
+                                 for a in (train_attack, test_attack))  # fmt: skip
 
     # ---- train
     def batch_loss(rows: np.ndarray) -> torch.Tensor:
         chunk = splits["train"].subset(rows)
         visual = [augment(v, stride, token_dropout, rng) for v in chunk.visual]
-        return trainee(**_batch(tokenizer, chunk.texts, visual, chunk.labels, max_length, torch_device, two_stream)).loss
+        if neighbours is not None:
+            visual = [neighbours.substitute(v, word_substitution, rng) for v in visual]
+        texts = [drop_narration(t, narration_dropout, word_dropout, rng) for t in chunk.texts]
+        batch = _batch(tokenizer, texts, visual, chunk.labels, max_length, torch_device, two_stream)
+        loss = trainee(**batch).loss
+        if train_attack is None:
+            return loss
+        delta = train_attack.perturbation(trainee, lambda: trainee(**batch).loss)
+        with perturbed_embeddings(trainee, delta):
+            return loss + trainee(**batch).loss
 
     def val_loss() -> float:
         return evaluate_examples(trainee, tokenizer, splits["val"], batch_size, max_length, torch_device, two_stream)[0]
 
     history, best_epoch = fit(trainee, len(splits["train"]), batch_loss, val_loss, epochs=epochs,
-                              batch_size=batch_size, learning_rate=learning_rate, patience=patience, rng=rng)  # fmt: skip
+                              batch_size=batch_size, learning_rate=learning_rate, patience=patience, rng=rng,
+                              parameter_groups=groups)  # fmt: skip
 
     # ---- evaluate
     _, scores = evaluate_examples(trainee, tokenizer, splits["test"], batch_size, max_length, torch_device, two_stream)
@@ -258,18 +315,28 @@ def finetune(
         )
     with atomic_open(out / "classification_report.txt", "w", encoding="utf-8") as fh:
         fh.write("\n".join(reports))
+    under_attack: dict[str, dict[str, float]] = {}
+    if test_attack is not None:
+        _, attacked = evaluate_examples(trainee, tokenizer, splits["test"], batch_size, max_length, torch_device,
+                                        attack=test_attack)  # fmt: skip
+        for column, name in enumerate(targets):
+            accuracy = top_k_accuracy(attacked[name], splits["test"].labels[:, column], TOP_K)
+            under_attack[name] = {f"top{k}": value for k, value in accuracy.items()}
 
     # ---- save
     checkpoint = save_finetuned(trainee, options, model, out)
     metrics: dict[str, Any] = {
         "model": str(model), "work": str(work), "target": target, "method": method, "encoder": encoder,
         "method_options": options_dict(options), "with_text": with_text, "few_shot": few_shot,
-        "stride": stride, "token_dropout": token_dropout, "seed": seed,
+        "stride": stride, "token_dropout": token_dropout, "word_substitution": word_substitution,
+        "narration_dropout": narration_dropout, "word_dropout": word_dropout, "lr_decay": lr_decay,
+        "adversarial": adversarial, "attack": attack, "adv_eps": adv_eps, "adv_steps": adv_steps, "seed": seed,
         "trainable_parameters": parameters["trainable"], "total_parameters": parameters["total"],
         "trainable_fraction": parameters["trainable"] / parameters["total"],
         "examples": {split: len(examples) for split, examples in splits.items()},
         "labels": {name: len(names) for name, names in label_names.items()},
         "epochs_run": len(history), "best_epoch": best_epoch, "history": history, "test": test,
+        **({"test_under_attack": under_attack} if under_attack else {}),
     }  # fmt: skip
     write_json(out / "metrics.json", metrics)
     return StageReport(
@@ -284,6 +351,8 @@ def finetune(
             "trainable_parameters": parameters["trainable"],
             "best_epoch": best_epoch,
             **{f"{name}_{metric}": value for name, row in test.items() for metric, value in row.items()},
+            **{f"{name}_{metric}_under_attack": value for name, row in under_attack.items()
+               for metric, value in row.items()},
         },
     )
 
@@ -366,20 +435,23 @@ def evaluate_examples(
     max_length: int,
     device: torch.device,
     two_stream: bool = False,
+    attack: EmbeddingAttack | None = None,
 ) -> tuple[float, dict[str, np.ndarray]]:
     """One pass in eval mode: the loss averaged over examples, and target -> (examples, labels) scores
-    (`two_stream`: inputs of the two-stream model)."""
+    (`two_stream`: inputs of the two-stream model; `attack`: each batch under its perturbation against the gold
+    labels)."""
     model.eval()
     total = 0.0
     parts: dict[str, list[np.ndarray]] = {}
-    with torch.inference_mode():
-        for start in range(0, len(examples), batch_size):
-            chunk = examples.subset(np.arange(start, min(start + batch_size, len(examples))))
-            batch = _batch(tokenizer, chunk.texts, chunk.visual, chunk.labels, max_length, device, two_stream)
+    for start in range(0, len(examples), batch_size):
+        chunk = examples.subset(np.arange(start, min(start + batch_size, len(examples))))
+        batch = _batch(tokenizer, chunk.texts, chunk.visual, chunk.labels, max_length, device, two_stream)
+        delta = None if attack is None else attack.perturbation(model, lambda: model(**batch).loss)
+        with torch.no_grad(), nullcontext() if delta is None else perturbed_embeddings(model, delta):
             output = model(**batch)
-            total += output.loss.item() * len(chunk)
-            for name, logits in output.target_logits.items():
-                parts.setdefault(name, []).append(logits.float().cpu().numpy())
+        total += output.loss.item() * len(chunk)
+        for name, logits in output.target_logits.items():
+            parts.setdefault(name, []).append(logits.float().cpu().numpy())
     return total / len(examples), {name: np.concatenate(chunks) for name, chunks in parts.items()}
 
 

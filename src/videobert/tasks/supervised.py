@@ -77,17 +77,21 @@ def fit(
     rng: np.random.Generator,
     weight_decay: float = 0.01,
     max_grad_norm: float = 0.0,
+    parameter_groups: list[dict[str, Any]] | None = None,
 ) -> tuple[list[dict[str, float]], int]:
     """Train `model` with AdamW on its trainable parameters and leave it with the tensors of the epoch of lowest
     `val_loss`; returns the per-epoch history (epoch, train_loss, val_loss) and the best epoch.
 
     `batch_loss(rows)` is the loss of the training examples `rows` (indices below `train_size`), computed with the
     model in train mode; `val_loss()` runs the model as it needs (it is called in eval mode and may switch).
-    `max_grad_norm` > 0 clips the gradient norm of each step.
+    `max_grad_norm` > 0 clips the gradient norm of each step. `parameter_groups` (AdamW groups of the trainable
+    parameters with their own learning rates, e.g. `training.regularizers.layerwise_parameter_groups`) replaces the
+    single group at `learning_rate`.
     """
     trainable = [p for p in model.parameters() if p.requires_grad]
     # The fused kernel updates all tensors in one pass, several times faster on CPU than the per-tensor default.
-    optimizer = torch.optim.AdamW(trainable, lr=learning_rate, weight_decay=weight_decay, fused=True)
+    optimizer = torch.optim.AdamW(parameter_groups or trainable, lr=learning_rate, weight_decay=weight_decay,
+                                  fused=True)  # fmt: skip
     history: list[dict[str, float]] = []
     best_loss, best_epoch, best_state = math.inf, 0, trained_state(model)
     for epoch in range(1, epochs + 1):

@@ -250,9 +250,15 @@ def test_the_words_recipe_gives_the_same_losses_as_before(text_tokenizer, tmp_pa
     # positions (10.336094597975412: a bucket named "text_video_*" matched the prefix "text_").
     expected = {"mlm_loss_text": 10.368863741556803, "mlm_loss_video": 10.302080472310385,
                 "mlm_loss_text_video_words": 10.332593887082991, "mlm_loss_text_video_visual": 10.328086159446023,
-                "mlm_loss_text_video": 10.3314132917495, "alignment_loss": 0.6947382926940918,
-                "alignment_accuracy": 0.3}  # fmt: skip
-    assert meter.collect() == pytest.approx(expected, abs=1e-5)
+                "mlm_loss_text_video": 10.3314132917495, "alignment_loss": 0.6947382926940918}  # fmt: skip
+    collected = meter.collect()
+    assert {k: v for k, v in collected.items() if k in expected} == pytest.approx(expected, abs=1e-5)
+    # Accuracy: 0.3 of the pairs before (3 of 10); now per class and balanced over the two classes.
+    aligned, not_aligned = collected["alignment_accuracy_aligned"], collected["alignment_accuracy_not_aligned"]
+    assert collected["alignment_accuracy"] == pytest.approx((aligned + not_aligned) / 2)
+    labels = batch["alignment_labels"][batch["alignment_labels"] != -100]
+    n_aligned = int((labels == 0).sum())
+    assert aligned * n_aligned + not_aligned * (len(labels) - n_aligned) == pytest.approx(0.3 * len(labels))
 
 
 # ------------------------------------------------------------------------------------------------- end to end

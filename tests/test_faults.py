@@ -221,16 +221,24 @@ def test_alignment_accuracy_is_balanced():
     from types import SimpleNamespace
 
     from videobert.model.configuration import ALIGNED, NOT_ALIGNED
-    from videobert.training.pretrain import RegimeMeter
+    from videobert.training.objectives import Alignment, ObjectiveMeter
 
-    meter = RegimeMeter(torch.device("cpu"), visual_token_offset=10)
+    objective = Alignment()
+    meter = ObjectiveMeter([objective], torch.device("cpu"))
     labels = torch.tensor([ALIGNED, ALIGNED, ALIGNED, NOT_ALIGNED])
     logits = torch.zeros(4, 2)
     logits[:, ALIGNED] = 1.0  # always "aligned": 3 of 4 right, but half of the negatives-and-positives balance
     batch = {"labels": torch.full((4, 3), -100), "alignment_labels": labels, "attention_mask": torch.ones(4, 3)}
-    outputs = SimpleNamespace(prediction_logits=torch.zeros(0, 20), alignment_logits=logits)
-    meter.update(outputs, batch, torch.zeros(4, dtype=torch.long))
-    assert meter.collect()["alignment_accuracy"] == 0.5
+    outputs = SimpleNamespace(alignment_logits=logits, alignment_loss=torch.tensor(0.0))
+    _, sums = objective.step(outputs, batch, torch.zeros(4, dtype=torch.long), train=False)
+    meter.add(sums, batch["attention_mask"])
+    metrics = meter.collect()
+    assert metrics["alignment_accuracy"] == 0.5 and metrics["alignment_accuracy_aligned"] == 1.0
+    # Without a mismatched pair the balanced accuracy is left out, not reported as 1.0.
+    _, sums = objective.step(SimpleNamespace(alignment_logits=logits[:3], alignment_loss=torch.tensor(0.0)),
+                             {**batch, "alignment_labels": labels[:3]}, torch.zeros(3, dtype=torch.long), train=False)
+    meter.add(sums, batch["attention_mask"][:3])
+    assert "alignment_accuracy" not in meter.collect()
 
 
 # --------------------------------------------------------------------------------------------- damaged artifacts
@@ -417,6 +425,14 @@ USER_ERRORS = {
     "finetune": (["finetune", "{m}", "{work}", "{x}", "--method", "bogus"], "unknown method 'bogus'"),
     "predict": (["predict", "{x}", "{x}.mp4"], "{x}: model directory not found"),
     "demo": (["demo", "--out", "{x}", "--size", "huge"], "unknown demo size 'huge'"),
+    "train_encoder": (["train-encoder", "{w}", "--out", "{x}"], "{w}/manifest.parquet: not found; run `videobert ingest"),
+    "transcribe": (["transcribe", "{x}", "{w}"], "{x}: corpus folder does not exist"),
+    "run": (["run", "{x}", "--out", "{w}"], "{x}: corpus folder does not exist"),
+    "export": (["export", "{x}", "--out", "{w}"], "{x}: model directory not found"),
+    "onnx_predict": (["onnx-predict", "{x}", "{x}.mp4"], "{x}: no export.json; not an export directory"),
+    "index": (["index", "{x}", "{work}", "--out", "{w}"], "{x}: no export.json; not an export directory"),
+    "serve": (["serve", "{x}"], "{x}: no index.json; not an index written by `videobert index`"),
+    "continual": (["continual", "{m}", "{x}.json", "{w}"], "{x}.json: not a readable JSON file"),
 }
 
 

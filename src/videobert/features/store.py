@@ -162,7 +162,8 @@ class FeatureStore:
         names, shard_of, in_shard = self._locations
         for shard in np.unique(shard_of[rows]):
             picked = shard_of[rows] == shard
-            out[picked] = np.asarray(self._shard(names[shard])[in_shard[rows[picked]]], dtype=dtype)
+            wanted = in_shard[rows[picked]]
+            out[picked] = np.asarray(self._shard(names[shard], int(wanted.max()) + 1)[wanted], dtype=dtype)
         return out
 
     def statistics(self, videos: Any = None) -> tuple[np.ndarray, np.ndarray]:

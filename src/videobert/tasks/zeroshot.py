@@ -86,8 +86,13 @@ def template_scores(
     config = tokenizer.config
     device = model_device(model)
 
-    def encode(texts: Sequence[str | None], visual: Sequence[Sequence[int] | None]) -> dict[str, np.ndarray]:
-        return tokenizer.joint.batch_encode(texts, visual)
+    def encode(texts: Sequence[str | None], visual: Sequence[Any]) -> dict[str, np.ndarray]:
+        if not config.reads_features:  # visual words alone: the layout the ONNX runtime shares
+            return tokenizer.joint.batch_encode(texts, visual)
+        batch = encode_visual_batch(
+            tokenizer, texts, visual, config.reads_words, config.reads_features, config.feature_dim
+        )  # fmt: skip
+        return {key: value.numpy() for key, value in batch.items()}
 
     def masked_log_probs(batch: dict[str, np.ndarray], masked: np.ndarray) -> np.ndarray:
         inputs = {key: torch.from_numpy(value).to(device) for key, value in batch.items()}

@@ -254,3 +254,37 @@ def test_a_finished_descriptor_encoder_is_recognised_on_a_rerun(tiny_work, tmp_p
     settings = {**TRAIN, "steps": 2, "descriptor": "pixels", "image_size": 32}
     assert train_encoder(tiny_work, out=tmp_path / "enc", **settings).done == 1
     assert train_encoder(tiny_work, out=tmp_path / "enc", **settings).skipped == 1
+
+
+def test_the_clip_encoder_exports_to_onnx_with_parity(tmp_path):
+    """A model whose features came from a learned clip encoder exports it as one more ONNX part: clip vectors from the
+    sampled frames and the descriptor, equal to PyTorch for another batch size, in fp32 and close in int8."""
+    from types import SimpleNamespace
+
+    from videobert.serving.export import _clip_encoder_graph, _export_graph, _max_abs_diff, quantize_int8
+    from videobert.serving.runtime import session
+    from videobert.tokenizer.hkmeans import FeatureSource
+
+    torch.manual_seed(0)
+    dim = get_backbone("pixels").dim
+    encoder = ClipEncoderModel(tiny_config(image_size=32, descriptor="pixels", descriptor_dim=dim)).eval()
+    encoder.save_pretrained(tmp_path / "enc")
+    source = FeatureSource(backbone=f"encoder:{tmp_path / 'enc'}", dim=32, fps=20.0, clip_frames=10, size=(32, 32))
+    sources = SimpleNamespace(feature_source=source)
+    graph = _clip_encoder_graph(sources)
+    assert graph is not None and list(graph.inputs) == ["pixel_values", "descriptor"]
+    _export_graph(graph, tmp_path / "clip_encoder.onnx", 18)
+    assert _max_abs_diff(graph, tmp_path / "clip_encoder.onnx") < 1e-4
+    clips = torch.randint(0, 256, (5, 10, 32, 32, 3), dtype=torch.uint8)
+    descriptor = torch.from_numpy(get_backbone("pixels")(clips.numpy()))
+    with torch.inference_mode():
+        expected = encoder(clips=clips, descriptor=descriptor).clip_embeds.numpy()
+    feeds = {"pixel_values": encoder.pixel_values(clips).numpy(), "descriptor": descriptor.numpy()}
+    got = session(tmp_path / "clip_encoder.onnx").run(["clip_embeds"], feeds)[0]
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+    quantize_int8(tmp_path / "clip_encoder.onnx", tmp_path / "clip_encoder.int8.onnx")
+    int8 = session(tmp_path / "clip_encoder.int8.onnx").run(["clip_embeds"], feeds)[0]
+    cosine = (int8 * expected).sum(1) / np.linalg.norm(int8, axis=1) / np.linalg.norm(expected, axis=1)
+    assert cosine.min() > 0.95
+    # A model whose features came from another backbone has no clip-encoder part.
+    assert _clip_encoder_graph(SimpleNamespace(feature_source=FeatureSource("pixels", dim, 20.0, 10, (32, 32)))) is None

@@ -5,10 +5,10 @@ Exportable parts
     Each graph is one entry of `PARTS`, a name -> builder map: a builder gets the loaded sources (`ExportSources`)
     and returns a `Graph` (module, named example inputs and outputs, dynamic axes) or None when its part does not
     apply. Built in: ``videobert`` (encoder + masked-token scores at given positions + alignment + pooled embedding)
-    and ``caption_encoder`` (with ``--captioner``: the caption checkpoint's encoder, whose states a BART decoder
-    attends to). A learned clip encoder (`extract --backbone encoder:DIR`) is one more part: register a builder that
-    returns its graph when `sources.feature_source.backbone` names it, and `export` writes, quantises and checks it
-    like the others.
+    , ``caption_encoder`` (with ``--captioner``: the caption checkpoint's encoder, whose states a BART decoder
+    attends to) and ``clip_encoder`` (when the model's visual words were made with a learned clip encoder, `extract
+    --backbone encoder:DIR`: its clip vectors from the sampled, normalised frames and the clip's descriptor). Another
+    part is one more builder (`register_part`); `export` writes, quantises and checks it like the others.
 
 Export and quantisation
     `torch.onnx.export` with the dynamo exporter (the TorchScript exporter traced a graph that was wrong for other
@@ -168,10 +168,49 @@ def _caption_encoder_graph(sources: ExportSources) -> Graph | None:
     )  # fmt: skip
 
 
+class ClipEncoderVectors(nn.Module):
+    """The `clip_encoder` graph: a learned clip encoder's clip vectors from its model input (the sampled frames,
+    normalised, with their motion channels: `ClipEncoderModel.pixel_values`) and, when it reads one, the clip's
+    weight-free descriptor (`features.backbones.PixelsBackbone` at the encoder's frame size)."""
+
+    def __init__(self, encoder: nn.Module):
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, pixel_values, descriptor=None):
+        return self.encoder(pixel_values=pixel_values, descriptor=descriptor).clip_embeds  # (batch, hidden)
+
+
+def _clip_encoder_graph(sources: ExportSources) -> Graph | None:
+    """The learned clip encoder the model's visual words were made with (`extract --backbone encoder:DIR`)."""
+    source = sources.feature_source
+    if source is None or not source.backbone.startswith("encoder:"):
+        return None
+    from videobert.model.clip_encoder import ClipEncoderModel
+
+    directory = Path(source.backbone.partition(":")[2])
+    if not directory.is_dir():
+        raise InputError(directory, "the clip encoder the model's features were made with is gone; it is needed to "
+                                    "export the model's clip encoder")  # fmt: skip
+    encoder = ClipEncoderModel.from_pretrained(directory).eval()
+    config = encoder.config
+    generator = torch.Generator().manual_seed(0)
+    clips = torch.randint(0, 256, (3, 2 * config.num_frames, config.image_size, config.image_size, 3),
+                          generator=generator, dtype=torch.uint8)  # fmt: skip
+    inputs = {"pixel_values": encoder.pixel_values(clips)}  # (batch, frames, channels, side, side)
+    dynamic = {"pixel_values": {0: "batch"}}
+    if config.descriptor is not None:
+        inputs["descriptor"] = torch.randn(3, config.descriptor_dim, generator=generator)
+        dynamic["descriptor"] = {0: "batch"}
+    return Graph(ClipEncoderVectors(encoder), inputs, ("clip_embeds",), dynamic,
+                 info={"clip_encoder": str(directory), "descriptor": config.descriptor})  # fmt: skip
+
+
 #: part name -> builder (module docstring); the order is the export order.
 PARTS: dict[str, Callable[[ExportSources], Graph | None]] = {
     "videobert": _videobert_graph,
     "caption_encoder": _caption_encoder_graph,
+    "clip_encoder": _clip_encoder_graph,
 }
 
 

@@ -288,3 +288,17 @@ def test_the_clip_encoder_exports_to_onnx_with_parity(tmp_path):
     assert cosine.min() > 0.95
     # A model whose features came from another backbone has no clip-encoder part.
     assert _clip_encoder_graph(SimpleNamespace(feature_source=FeatureSource("pixels", dim, 20.0, 10, (32, 32)))) is None
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(steps=0), "steps must be at least 1"),
+    (dict(contrast_weight=0, masked_frame_weight=0, next_frame_weight=0), "at least one positive"),
+    (dict(descriptor="hog"), "descriptor must be pixels or none"),
+    (dict(text="no/such/bert"), "text must be bow, minilm or a BERT directory"),
+    (dict(threads=-1), "threads must be non-negative"),
+    (dict(image_size=18), "image_size must be a multiple of 4"),
+])
+def test_train_encoder_refuses_bad_options_before_any_work(tiny_work, tmp_path, bad, message):
+    with pytest.raises(ConfigError, match=message):
+        train_encoder(tiny_work, out=tmp_path / "enc", **{**TRAIN, **bad})
+    assert not (tmp_path / "enc" / "cache").exists()

@@ -288,3 +288,12 @@ def test_vocab_stage_centres_videos(minicook_work, tmp_path):
     first = store.clips["video"][0].as_py()
     rows = [i for i, v in enumerate(store.clips["video"].to_pylist()) if v == first]
     np.testing.assert_allclose(means[first], store.load()[rows].mean(0), rtol=1e-4, atol=1e-5)
+
+
+def test_vocab_refuses_an_unknown_centring(minicook_work, tmp_path):
+    import shutil
+
+    work = tmp_path / "work"
+    shutil.copytree(minicook_work, work)
+    with pytest.raises(ConfigError, match="center must be one of none, video"):
+        vocab(work, k=12, depth=2, center="scene", overwrite=True)

@@ -71,7 +71,7 @@ FINETUNE_LR = 2e-4
 # Labelled training segments per verb+noun pair (0: all): pretraining shows most where labels are few.
 FINETUNE_BUDGETS = {"few-shot": 1, "all": 0}
 RETRIEVAL_CANDIDATES = 100
-# Demo targets on the held-out videos of the small demo (issue 5).
+# Targets of the small demo on its held-out videos (README, "What `make demo` shows").
 TARGETS = {"zeroshot_top1": 0.5, "zeroshot_vs_prior": 2.0, "finetune_gain": 0.10, "retrieval_r1": 0.3}
 RECIPE_FILE = "recipe.json"
 
@@ -349,7 +349,7 @@ def _forecast_results(zeroshot_file: Path, finetuned_file: Path) -> dict[str, An
 
 
 def targets_met(results: dict[str, Any]) -> dict[str, bool]:
-    """The issue's targets for the default demo: zero-shot verb and noun top-1 >= 0.5 and >= 2x the language prior,
+    """The targets of the default demo: zero-shot verb and noun top-1 >= 0.5 and >= 2x the language prior,
     fine-tuning from the pretrained model >= 10 points above a re-initialised one (mean of verb and noun top-1, few-shot
     budget: one labelled segment per verb+noun pair), and
     text-to-video R@1 >= 0.3 by the better ranking."""
@@ -443,7 +443,7 @@ def results_tables(results: dict[str, Any]) -> list[Table]:
         ))  # fmt: skip
     if "targets" in results:
         tables.append((
-            "Targets of the default demo (issue 5)", ["target", "met"],
+            "Targets of the default demo", ["target", "met"],
             [[name, "yes" if met else "no"] for name, met in results["targets"].items()],
         ))  # fmt: skip
     return tables

@@ -519,7 +519,7 @@ class EncoderBackbone(Backbone):
     clip vectors as features. Named ``encoder:<absolute directory>`` in ``features/meta.json``, so that `predict`
     finds the same encoder from any working directory."""
 
-    def __init__(self, directory: str, device: str = "auto", threads: int = 0):
+    def __init__(self, directory: str, device: str = "auto"):
         import torch
 
         from videobert.model.clip_encoder import ClipEncoderConfig, ClipEncoderModel
@@ -547,7 +547,6 @@ class EncoderBackbone(Backbone):
         side = int(self.model.config.image_size)
         self.clip_size = (side, side)
         self.dim = int(self.model.config.hidden_size)
-        self.threads = threads
         # The weight-free descriptor an encoder may read beside the frames, at the encoder's frame size.
         self.descriptor = PixelsBackbone(clip_size=self.clip_size) if self.model.config.descriptor == "pixels" else None
 

@@ -229,9 +229,9 @@ def store_video_means(store: FeatureStore) -> dict[str, np.ndarray]:
     return {v: (sums[v] / counts[v]).astype(np.float32) for v in sums}
 
 
-def _row_means(store: FeatureStore, positions: np.ndarray, means: dict[str, np.ndarray] | None = None) -> np.ndarray:
+def _row_means(store: FeatureStore, positions: np.ndarray) -> np.ndarray:
     """(len(positions), D) the video mean of each given clip-table position."""
-    means = store_video_means(store) if means is None else means
+    means = store_video_means(store)
     videos = store.clips["video"].to_pylist()
     return np.stack([means[videos[p]] for p in positions]) if len(positions) else np.zeros((0, store.dim), np.float32)
 

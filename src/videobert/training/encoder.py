@@ -246,7 +246,7 @@ def augment_clips(clips: "torch.Tensor", rng: np.random.Generator) -> "torch.Ten
 # ---------------------------------------------------------------------------------------------- training
 
 
-def _batch(step: int, seed: int, cache: ClipCache, by_video: list[np.ndarray], config: EncoderTrainingConfig,
+def _batch(step: int, seed: int, by_video: list[np.ndarray], config: EncoderTrainingConfig,
            usable: np.ndarray) -> tuple[np.ndarray, np.random.Generator]:  # fmt: skip
     """Clip rows of step `step`: `batch_videos` videos, up to `clips_per_video` clips of each; a pure function of
     (seed, step). -> (rows, the step's generator for augmentation and masking)."""
@@ -294,10 +294,9 @@ def _save_checkpoint(folder: Path, step: int, model: Any, optimizer: Any, metric
     final = folder / f"step-{step}"
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
-    for old in folder.glob("step-*"):  # keep the newest two
-        m = _CHECKPOINT.match(old.name)
-        if m and int(m.group(1)) < step - 1 and old != final and len(list(folder.glob("step-*"))) > 2:
-            shutil.rmtree(old, ignore_errors=True)
+    steps = sorted(int(m.group(1)) for p in folder.glob("step-*") if (m := _CHECKPOINT.match(p.name)))
+    for older in steps[:-2]:  # the newest two are kept: one to resume from while the next is written
+        shutil.rmtree(folder / f"step-{older}", ignore_errors=True)
 
 
 def _load_checkpoint(path: Path, model: Any, optimizer: Any) -> tuple[int, list[dict]]:
@@ -439,6 +438,11 @@ def train_encoder(
         raise ConfigError(f"descriptor must be pixels or none, got {descriptor!r}")
     if threads < 0:
         raise ConfigError(f"threads must be non-negative, got {threads}")
+    from videobert.model.clip_encoder import ClipEncoderConfig
+
+    # The network's settings are checked before anything is decoded.
+    ClipEncoderConfig(image_size=image_size, num_frames=num_frames, hidden_size=hidden_size,
+                      temporal_layers=temporal_layers, causal=causal)  # fmt: skip
     wd = WorkDir(work)
     out = Path(out)
     manifest = load_manifest(work).to_pylist()
@@ -496,11 +500,11 @@ def train_encoder(
         config.slack,
     ) if sentences else [np.zeros(0, np.int64)] * len(cache.video)  # fmt: skip
     by_video = [np.flatnonzero(cache.video == v) for v in range(len(cache.videos))]
-    usable = np.asarray([v for v, rows in enumerate(by_video) if len(rows) >= 1], np.int64)
+    usable = np.asarray([v for v, rows in enumerate(by_video) if len(rows)], np.int64)  # videos with a clip
 
     from transformers import get_cosine_schedule_with_warmup
 
-    from videobert.model.clip_encoder import ClipEncoderConfig, ClipEncoderForPreTraining
+    from videobert.model.clip_encoder import ClipEncoderForPreTraining
 
     torch.manual_seed(seed)
     model_config = ClipEncoderConfig(**model_fields, **text_fields)
@@ -528,7 +532,7 @@ def train_encoder(
     running: dict[str, list[float]] = {}
     with tqdm(total=config.steps, initial=start_step, unit="step", desc="train-encoder", disable=None) as bar:
         for step in range(start_step, config.steps):
-            rows, rng = _batch(step, seed, cache, by_video, config, usable)
+            rows, rng = _batch(step, seed, by_video, config, usable)
             torch.manual_seed(hash((seed, step)) % (2**31))
             clips = torch.from_numpy(np.ascontiguousarray(cache.frames[rows]))
             if config.augment:

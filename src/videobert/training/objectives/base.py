@@ -8,6 +8,7 @@ the batch; `ObjectiveMeter` accumulates them on the device and reduces them over
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -17,7 +18,7 @@ import torch
 Sums = dict[str, tuple[torch.Tensor, torch.Tensor]]
 
 
-class Objective:
+class Objective(ABC):
     """One pretraining objective (module docstring). Subclasses set `name`, `weight_field` (the `PretrainConfig`
     field holding its weight) and `metrics` (the names of the means it reports), and implement `step`."""
 
@@ -35,9 +36,9 @@ class Objective:
         """Extra keyword arguments of the model's forward in a training (`train`) or evaluation step."""
         return {}
 
+    @abstractmethod
     def step(
         self, outputs: Any, batch: dict[str, torch.Tensor], regime: torch.Tensor, train: bool
     ) -> tuple[torch.Tensor, Sums]:
         """(loss, metric sums) of one batch; `regime` (batch,) is each example's regime, `train` says whether this
         is a training step (an objective with state, such as a memory of negatives, updates it only then)."""
-        raise NotImplementedError
